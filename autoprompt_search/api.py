@@ -1,0 +1,141 @@
+"""Library functions behind the CLI commands (usable from Python as they are)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .encoding import FewShot
+from .errors import UserError
+from .evaluation import evaluate_prompt
+from .models import LMBackend, load_model
+from .results import PromptResult
+from .runs import RunDir
+from .tasks import Task
+
+
+@dataclass
+class PromptSpec:
+    """A prompt to evaluate: template, optional trigger ids, verbalizer and few-shot framing."""
+
+    task: Task
+    template: str
+    name: str = ""
+    verbalizer: dict[str, list[str]] | None = None
+    triggers: list[int] = field(default_factory=list)
+    fewshot: FewShot | None = None
+    model: str | None = None  # the model the triggers were found for
+
+
+def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
+    return Task.load(task, data_root=data_root, seed=split_seed)
+
+
+def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
+    """A saved result as something to evaluate (the template with its trigger ids)."""
+    task = load_task(result.task, data_root, split_seed)
+    fewshot = None
+    if result.fewshot:
+        split = result.fewshot.get("split", "train")
+        by_id = {ex.id: ex for ex in task.examples(split)}
+        fewshot = FewShot(result.fewshot.get("instruction", ""),
+                          tuple(by_id[i] for i in result.fewshot.get("demo_ids", [])),
+                          result.fewshot.get("separator", "\n"))
+    if result.trigger_ids and "[T]" in result.template:
+        return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
+                          list(result.trigger_ids), fewshot, result.model)
+    return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
+                      result.model)
+
+
+def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,
+                data_root=None, split_seed=None,
+                verbalizer: dict[str, list[str]] | None = None) -> list[PromptSpec]:
+    """The prompts an ``evaluate`` call asks for."""
+    specs: list[PromptSpec] = []
+    if prompt_file is not None:
+        specs.append(spec_from_result(PromptResult.load(prompt_file), data_root, split_seed))
+    if prompt is not None or human:
+        t = load_task(task, data_root, split_seed)
+        if prompt is not None:
+            specs.append(PromptSpec(t, prompt, prompt, verbalizer))
+        if human:
+            if not t.prompts:
+                raise UserError(f"task '{t.name}' lists no human prompts")
+            specs += [PromptSpec(t, p.template, p.name or p.template, verbalizer or p.verbalizer)
+                      for p in t.prompts]
+    if not specs:
+        raise UserError("nothing to evaluate: pass --prompt TEMPLATE, --prompt-file FILE or --human")
+    return specs
+
+
+def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
+                  dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
+                  progress: bool = False, **_: Any) -> list[dict[str, Any]]:
+    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    rows = []
+    for spec in specs:
+        if spec.triggers and spec.model and spec.model != backend.name:
+            raise UserError(f"the prompt's trigger ids were found for model '{spec.model}', "
+                            f"not '{backend.name}'; evaluate with --model {spec.model}")
+        base = {"task": spec.task.name, "prompt": spec.name or spec.template,
+                "template": spec.template, "model": backend.name, "split": split}
+        try:
+            ev = evaluate_prompt(backend, spec.task, spec.template, split, verbalizer=spec.verbalizer,
+                                 triggers=spec.triggers, fewshot=spec.fewshot,
+                                 batch_size=batch_size, limit=limit, progress=progress)
+        except UserError as exc:
+            if len(specs) == 1:
+                raise
+            rows.append({**base, "skipped": str(exc), "accuracy": float("-inf"), "n": 0})
+            continue
+        rows.append({**base, **ev.metrics})
+    kept = [r for r in rows if "skipped" not in r]
+    if not kept:
+        raise UserError("no prompt could be evaluated: " + "; ".join(r["skipped"] for r in rows))
+    return kept + [r for r in rows if "skipped" in r]
+
+
+def run_search(strategy: str, *, task: str | Task, model: str, template: str | None = None,
+               out: str | Path = "runs/search", seed: int = 0, resume: bool = False,
+               options: dict[str, Any] | None = None, data_root=None, split_seed=None,
+               dtype: str = "float32", backend: LMBackend | None = None,
+               progress: bool = True) -> PromptResult:
+    """Run a search strategy and save its result in ``out``."""
+    from .search import SearchContext, strategies
+
+    searcher = strategies.get(strategy).from_options(options or {}, seed=seed)
+    task_obj = task if isinstance(task, Task) else load_task(task, data_root, split_seed)
+    ctx = SearchContext(task=task_obj, model=model, template=template, run=RunDir(out),
+                        resume=resume, progress=progress, dtype=dtype, backend_override=backend)
+    result = searcher.search(ctx)
+    ctx.run.save_result(result)
+    return result
+
+
+def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None) -> list[dict]:
+    """The built-in demo: evaluate the human prompts of the built-in task on its test split."""
+    from rich.console import Console
+
+    console = console or Console()
+    t = load_task(task)
+    start = time.perf_counter()
+    console.print(f"[bold]autoprompt-search demo[/]: task {t.name} ({t.description})")
+    console.print(f"loading model {model} ...")
+    backend = load_model(model)
+    console.print(f"evaluating {len(t.prompts)} human prompts on the test split ...")
+    rows = evaluate_many([PromptSpec(t, p.template, p.template) for p in t.prompts],
+                         model=backend, split="test", progress=True)
+    rows.sort(key=lambda r: -r["accuracy"])
+    best, worst = rows[0], rows[-1]
+    chance = 1 / len(t.labels)
+    console.print(f"\n[bold]summary[/] ({time.perf_counter() - start:.0f} s, n={best['n']} test examples, "
+                  f"chance {100 * chance:.0f}%):")
+    for r in rows:
+        console.print(f"  {100 * r['accuracy']:5.1f}%  acc, {100 * r['macro_f1']:5.1f} macro-F1  {r['prompt']}")
+    console.print(f"best human prompt: {best['prompt']!r} ({100 * best['accuracy']:.1f}%); the spread "
+                  f"across human wordings is {100 * (best['accuracy'] - worst['accuracy']):.1f} points.")
+    return rows

@@ -1,0 +1,250 @@
+"""The ``autoprompt-search`` command line: thin typer commands over library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import field_help, load_yaml
+from .errors import UserError
+
+app = typer.Typer(
+    name="autoprompt-search",
+    help="Find hard prompts that make a frozen language model do a task better.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# shared option types
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Shipped task name (see `list`) or a task YAML file.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model alias (smollm2-135m), local folder or hub id.")]
+DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Folder with the shared data (fewshot/, lama/); default $AUTOPROMPT_SEARCH_DATA or ./data.")]
+SplitSeedOpt = Annotated[Optional[int], typer.Option("--split-seed", help="Which 16-shot split (13, 21, 42, 87, 100) for tasks that have several.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
+
+
+def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
+    if not items:
+        return None
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--label-words {item!r}: write CLASS=word[,word...]")
+        label, words = item.split("=", 1)
+        out[label.strip()] = [w.strip() for w in words.split(",") if w.strip()]
+    return out
+
+
+@app.command()
+def evaluate(
+    task: TaskOpt = "sst-2",
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="A template, e.g. '{sentence} It was [P] .'")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option("--prompt-file", help="A result.json (or run folder) from a search or export.")] = None,
+    human: Annotated[bool, typer.Option("--human", help="Evaluate every human prompt of the task.")] = False,
+    model: ModelOpt = "smollm2-135m",
+    split: Annotated[str, typer.Option("--split", help="train, dev or test.")] = "test",
+    label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Override the verbalizer: CLASS=word[,word] (repeat per class).")] = None,
+    data_root: DataRootOpt = None,
+    split_seed: SplitSeedOpt = None,
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+) -> None:
+    """Score prompts on a task split: accuracy, macro-F1, per-class accuracy, n.
+
+    Examples:
+
+      autoprompt-search evaluate --task sst-2 --prompt "{sentence} It was [P] ." --split test
+
+      autoprompt-search evaluate --task sst-2 --human --json human.json
+
+      autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
+    """
+    from .api import evaluate_many, prompts_for
+
+    specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
+                        _parse_label_words(label_words))
+    rows = evaluate_many(specs, model=model, split=split, dtype=dtype, batch_size=batch_size,
+                         limit=limit, data_root=data_root, split_seed=split_seed, progress=True)
+    _print_evaluations(rows, split)
+    if json_out:
+        from .results import write_json
+
+        write_json(json_out, {"model": model, "split": split, "results": rows})
+        console.print(f"wrote {json_out}")
+
+
+def _print_evaluations(rows: list[dict], split: str) -> None:
+    rows = sorted(rows, key=lambda r: -r["accuracy"])
+    retrieval = "precision_at_1" in rows[0]
+    table = Table(title=f"{rows[0]['task']} - {split} (n={rows[0]['n']})")
+    table.add_column("prompt", overflow="fold")
+    if retrieval:
+        for col in ("P@1", "P@10", "MRR"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(r["prompt"], f"{100 * r['precision_at_1']:.1f}",
+                          f"{100 * r['precision_at_10']:.1f}", f"{r['mrr']:.3f}")
+    else:
+        table.add_column("accuracy", justify="right")
+        table.add_column("macro-F1", justify="right")
+        table.add_column("per-class accuracy", overflow="fold")
+        for r in rows:
+            per = ", ".join(f"{k} {100 * v:.0f}" for k, v in r["per_class_accuracy"].items()
+                            if v is not None)
+            table.add_row(r["prompt"], f"{100 * r['accuracy']:.1f}", f"{100 * r['macro_f1']:.1f}", per)
+    console.print(table)
+    for r in rows:
+        if r.get("skipped"):
+            err_console.print(f"[yellow]skipped[/] {r['prompt']!r}: {r['skipped']}")
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="tasks, models or strategies")] = "tasks") -> None:
+    """List shipped tasks, model aliases or search strategies."""
+    from .models import model_aliases
+    from .search import strategies
+    from .tasks import available_tasks
+
+    if what == "tasks":
+        for name, path in available_tasks().items():
+            console.print(f"{name:16s} {path}")
+    elif what == "models":
+        for name in model_aliases:
+            console.print(name)
+    elif what == "strategies":
+        for name in strategies:
+            console.print(name)
+    else:
+        raise UserError(f"cannot list {what!r}: choose tasks, models or strategies")
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Task or search-space YAML files.")],
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Also read every data split of tasks.")] = False,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Check YAML files: keys, templates, verbalizers (and with --data, the data files)."""
+    from .validate import validate_file
+
+    for path in paths:
+        console.print(f"[green]ok[/] {path}: {validate_file(path, data=data, data_root=data_root)}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def search(
+    ctx: typer.Context,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Search strategy (see `list strategies`).")] = "gradient",
+    task: TaskOpt = "sst-2",
+    model: ModelOpt = "smollm2-135m",
+    template: Annotated[Optional[str], typer.Option("--template", help="Template with [T] slots and one [P].")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for config, checkpoints, log and result.")] = Path("runs/search"),
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of strategy settings.")] = None,
+    data_root: DataRootOpt = None,
+    split_seed: SplitSeedOpt = None,
+    dtype: DtypeOpt = "float32",
+    show_options: Annotated[bool, typer.Option("--show-options", help="List the strategy's settings and exit.")] = False,
+) -> None:
+    """Search for a prompt. Strategy settings follow as --name value (see --show-options).
+
+    Example:
+
+      autoprompt-search search --strategy gradient --task sst-2 --template "{sentence} [T] [T] [T] [P] ." --out runs/sst2
+    """
+    from .api import run_search
+    from .search import strategies
+
+    searcher_cls = strategies.get(strategy)
+    if show_options:
+        table = Table(title=f"settings of strategy '{strategy}'")
+        for col in ("option", "default", "help"):
+            table.add_column(col, overflow="fold")
+        for name, help_, default in field_help(searcher_cls.Config):
+            table.add_row("--" + name.replace("_", "-"), repr(default), help_)
+        console.print(table)
+        return
+    options = load_yaml(config) if config else {}
+    options.update(_extra_options(ctx.args))
+    result = run_search(strategy, task=str(task), model=model, template=template, out=out, seed=seed,
+                        resume=resume, options=options, data_root=data_root, split_seed=split_seed,
+                        dtype=dtype)
+    console.print(f"[bold]best prompt[/]: {result.prompt}")
+    console.print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items()))
+    console.print(f"saved to {out}/result.json and {out}/best_prompt.txt")
+
+
+def _extra_options(args: list[str]) -> dict[str, str]:
+    """``--name value`` / ``--name=value`` / ``--flag`` pairs left over for the strategy."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise UserError(f"unexpected argument {arg!r}; strategy settings are --name value")
+        name = arg[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+            i += 1
+        else:
+            value = "true"
+        out[name] = value
+        i += 1
+    return out
+
+
+@app.command()
+def demo(
+    model: ModelOpt = "smollm2-135m",
+    task: TaskOpt = "bbc-news",
+) -> None:
+    """The main job on the built-in default: BBC News topics with SmolLM2, no data folder needed."""
+    from .api import run_demo
+
+    run_demo(model=model, task=task, console=console)
+
+
+def main() -> None:
+    """Entry point: user mistakes print one clear message and exit non-zero."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; a search run continues with --resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

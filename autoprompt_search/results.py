@@ -1,0 +1,103 @@
+"""Found prompts as artifacts: ``result.json`` and ``best_prompt.txt``, written atomically.
+
+Every saved artifact records the config, the seed, the model and the package version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import check_keys, to_jsonable
+from .errors import UserError
+
+RESULT_FORMAT = "autoprompt-search/prompt-result"
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
+
+
+def provenance() -> dict[str, str]:
+    """Package and library versions for saved artifacts."""
+    from . import __version__
+
+    versions = {"autoprompt_search": __version__, "python": platform.python_version()}
+    for name in ("torch", "transformers", "optuna", "ray"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            continue
+    return versions
+
+
+@dataclass
+class PromptResult:
+    """A prompt found (or written) for a task, with its scores and provenance."""
+
+    task: str
+    template: str  # with [T] slots, as searched
+    prompt: str  # the template with triggers filled in as text
+    model: str
+    strategy: str
+    seed: int | None
+    verbalizer: dict[str, list[str]] = field(default_factory=dict)
+    trigger_ids: list[int] = field(default_factory=list)
+    trigger_tokens: list[str] = field(default_factory=list)
+    fewshot: dict[str, Any] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=provenance)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    format: str = RESULT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(asdict(self))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``result.json`` and ``best_prompt.txt`` into ``folder``."""
+        folder = Path(folder)
+        write_json(folder / "result.json", self.to_dict())
+        atomic_write(folder / "best_prompt.txt", self.prompt + "\n")
+        return folder / "result.json"
+
+    @classmethod
+    def load(cls, path: str | Path) -> PromptResult:
+        """Read a ``result.json`` (or a run folder containing one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "result.json"
+        if not path.is_file():
+            raise UserError(f"prompt file not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+            raise UserError(f"{path}: not an autoprompt-search result file (no format '{RESULT_FORMAT}')")
+        check_keys(data, cls.__dataclass_fields__, str(path))
+        return cls(**data)

@@ -1,0 +1,5 @@
+"""Search strategies, all behind :class:`Searcher`; each registers itself by name."""
+
+from .base import SearchContext, Searcher, strategies
+
+__all__ = ["SearchContext", "Searcher", "strategies"]

@@ -1,0 +1,246 @@
+"""Tasks: where the data is, its fields and labels, the verbalizer, the human prompts.
+
+A task is a flat YAML file (see ``search_spaces/tasks/``). Shipped tasks are found
+by name (``sst-2``, ``lama-P103``, ``bbc-news``); any other YAML file by path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .config import check_keys, load_yaml
+from .data import (
+    Example,
+    builtin_corpora,
+    default_data_root,
+    load_hub,
+    read_rows,
+    rows_to_examples,
+)
+from .errors import UserError, did_you_mean
+from .templates import Template
+
+TASKS_DIR = Path(__file__).resolve().parent.parent / "search_spaces" / "tasks"
+SPLITS = ("train", "dev", "test")
+TASK_KEYS = (
+    "name", "description", "data", "fields", "label_field", "labels", "verbalizer",
+    "prompts", "prompt_files", "label_space", "candidate_vocab", "kind",
+)
+DATA_KEYS = ("train", "dev", "test", "seed", "seeds", "builtin", "hub", "hub_config")
+
+
+@dataclass(frozen=True)
+class HumanPrompt:
+    """A hand-written prompt with where it comes from."""
+
+    template: str
+    name: str = ""
+    source: str = ""
+    verbalizer: dict[str, list[str]] | None = None
+
+
+@dataclass
+class Task:
+    """A classification or fact-retrieval task."""
+
+    name: str
+    fields: list[str]
+    labels: list[str] | None  # None: the label is a vocabulary token (LAMA)
+    verbalizer: dict[str, list[str]]
+    data: dict[str, Any]
+    label_field: str = "label"
+    description: str = ""
+    prompts: list[HumanPrompt] = field(default_factory=list)
+    candidate_vocab: str | None = None
+    source: str = "<memory>"
+    data_root: Path = field(default_factory=default_data_root)
+    seed: int | None = None
+    base_dir: Path = Path(".")  # relative data paths resolve against the task file's folder
+
+    # --- construction ----------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, data_root: str | Path | None = None,
+                  seed: int | None = None) -> Task:
+        path = Path(path)
+        raw = load_yaml(path)
+        return cls.from_mapping(raw, source=str(path), base=path.parent, data_root=data_root,
+                                seed=seed)
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], *, source: str = "<memory>",
+                     base: Path | None = None, data_root: str | Path | None = None,
+                     seed: int | None = None) -> Task:
+        check_keys(raw, TASK_KEYS, source)
+        for key in ("name", "fields", "data"):
+            if key not in raw:
+                raise UserError(f"{source}: missing required key '{key}'")
+        data = dict(raw["data"] or {})
+        check_keys(data, DATA_KEYS, f"{source} (data)")
+        fields = raw["fields"]
+        if isinstance(fields, str):
+            fields = [fields]
+        open_labels = raw.get("label_space") == "vocabulary"
+        if raw.get("label_space") not in (None, "classes", "vocabulary"):
+            raise UserError(f"{source}: label_space must be 'classes' or 'vocabulary'")
+        labels = None if open_labels else [str(x) for x in raw.get("labels") or []]
+        if labels is not None and len(labels) < 2:
+            raise UserError(f"{source}: 'labels' must list at least two class names")
+        verbalizer = _parse_verbalizer(raw.get("verbalizer"), labels, source)
+        prompts = [_parse_prompt(p, source) for p in raw.get("prompts") or []]
+        root = Path(data_root) if data_root is not None else default_data_root()
+        for spec in raw.get("prompt_files") or []:
+            prompts.extend(_prompts_from_file(spec, root, source))
+        task = cls(
+            name=str(raw["name"]), fields=list(fields), labels=labels, verbalizer=verbalizer,
+            data=data, label_field=str(raw.get("label_field", "label")),
+            description=str(raw.get("description", "")), prompts=prompts,
+            candidate_vocab=raw.get("candidate_vocab"), source=source, data_root=root,
+            seed=seed, base_dir=base or Path("."),
+        )
+        for p in prompts:
+            Template.parse(p.template, task.fields)
+        return task
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, data_root: str | Path | None = None,
+             seed: int | None = None) -> Task:
+        """A shipped task by name, or a task YAML file by path."""
+        path = Path(name_or_path)
+        if path.suffix in {".yaml", ".yml"} or path.exists():
+            return cls.from_yaml(path, data_root=data_root, seed=seed)
+        shipped = available_tasks()
+        if str(name_or_path) not in shipped:
+            raise UserError(
+                f"unknown task '{name_or_path}'{did_you_mean(str(name_or_path), shipped)}; "
+                f"shipped tasks: {', '.join(shipped)} (or pass a path to a task YAML file)"
+            )
+        return cls.from_yaml(shipped[str(name_or_path)], data_root=data_root, seed=seed)
+
+    # --- views -----------------------------------------------------------------
+    @property
+    def is_open_vocabulary(self) -> bool:
+        return self.labels is None
+
+    @property
+    def data_seed(self) -> int:
+        seed = self.seed if self.seed is not None else self.data.get("seed", 42)
+        seeds = self.data.get("seeds")
+        if seeds and seed not in seeds:
+            raise UserError(
+                f"task '{self.name}' has split seeds {seeds}; {seed} is not one of them"
+            )
+        return int(seed)
+
+    def _path(self, pattern: str) -> Path:
+        text = str(pattern).replace("{data_root}", str(self.data_root)).replace(
+            "{seed}", str(self.data_seed)
+        )
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @cached_property
+    def _builtin_splits(self) -> dict[str, list[dict[str, Any]]]:
+        return builtin_corpora.get(str(self.data["builtin"]))(self.data_seed)
+
+    def examples(self, split: str) -> list[Example]:
+        """The examples of ``split`` (train, dev or test), validated."""
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}'{did_you_mean(split, SPLITS)}; "
+                            f"use one of {', '.join(SPLITS)}")
+        if "builtin" in self.data:
+            rows, source = self._builtin_splits[split], f"built-in corpus {self.data['builtin']}"
+        elif "hub" in self.data:
+            rows = load_hub(str(self.data["hub"]), split, self.data.get("hub_config"))
+            source = f"hub dataset {self.data['hub']}"
+        else:
+            if split not in self.data:
+                raise UserError(f"task '{self.name}' ({self.source}) has no '{split}' data file")
+            path = self._path(self.data[split])
+            rows, source = read_rows(path), str(path)
+        return rows_to_examples(rows, fields=self.fields, label_field=self.label_field,
+                                labels=self.labels, source=source)
+
+    def prompt(self, name_or_template: str) -> HumanPrompt:
+        for p in self.prompts:
+            if name_or_template in (p.name, p.template):
+                return p
+        return HumanPrompt(name_or_template)
+
+    def candidate_words(self) -> list[str] | None:
+        """The restricted object vocabulary of an open-vocabulary task, if any."""
+        if not self.candidate_vocab:
+            return None
+        path = self._path(self.candidate_vocab)
+        if not path.is_file():
+            raise UserError(f"candidate vocabulary not found: {path}")
+        return [w.strip() for w in path.read_text().splitlines() if w.strip()]
+
+
+def available_tasks() -> dict[str, Path]:
+    """Shipped task names -> YAML paths."""
+    return {p.stem: p for p in sorted(TASKS_DIR.rglob("*.yaml"))}
+
+
+def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> dict[str, list[str]]:
+    if labels is None:
+        if raw:
+            raise UserError(f"{source}: an open-vocabulary task has no verbalizer")
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: 'verbalizer' must map each label to one or more label words")
+    out: dict[str, list[str]] = {}
+    for key, words in raw.items():
+        if str(key) not in labels:
+            raise UserError(
+                f"{source}: verbalizer label '{key}'{did_you_mean(str(key), labels)} is not one "
+                f"of the task's labels ({', '.join(labels)})"
+            )
+        words = [words] if isinstance(words, str) else list(words or [])
+        if not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise UserError(f"{source}: verbalizer label '{key}' needs at least one label word")
+        out[str(key)] = [w.strip() for w in words]
+    missing = [lab for lab in labels if lab not in out]
+    if missing:
+        raise UserError(f"{source}: verbalizer has no label word for {', '.join(missing)}")
+    return out
+
+
+def _parse_prompt(raw: Any, source: str) -> HumanPrompt:
+    if isinstance(raw, str):
+        return HumanPrompt(raw, source="task file")
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: each prompt is a template string or a mapping")
+    check_keys(raw, ("template", "name", "source", "verbalizer"), f"{source} (prompts)")
+    if "template" not in raw:
+        raise UserError(f"{source}: a prompt entry has no 'template'")
+    return HumanPrompt(str(raw["template"]), str(raw.get("name", "")),
+                       str(raw.get("source", "")), raw.get("verbalizer"))
+
+
+def lama_template(template: str) -> str:
+    """LAMA's ``[X] was born in [Y] .`` in our syntax: ``{sub_label} was born in [P] .``."""
+    return template.replace("[X]", "{sub_label}").replace("[Y]", "[P]")
+
+
+def _prompts_from_file(spec: Any, root: Path, source: str) -> list[HumanPrompt]:
+    """Prompts from a JSONL file of ``{relation, template}`` records (LAMA, LPAQA, ...)."""
+    if not isinstance(spec, dict):
+        raise UserError(f"{source}: each prompt_files entry is a mapping with 'path'")
+    check_keys(spec, ("path", "relation", "source"), f"{source} (prompt_files)")
+    path = Path(str(spec["path"]).replace("{data_root}", str(root)))
+    if not path.is_file():
+        return []  # prompt files live with the data; a missing data root is reported on load
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if spec.get("relation") and rec.get("relation") != spec["relation"]:
+            continue
+        out.append(HumanPrompt(lama_template(rec["template"]), name=str(spec.get("source", "")),
+                               source=str(spec.get("source", path.name))))
+    return out
