@@ -220,12 +220,19 @@ def demo(
     run_demo(model=model, task=task, console=console)
 
 
+def _load_commands() -> None:
+    from .commands import load_all
+
+    load_all()
+
+
 def main() -> None:
     """Entry point: user mistakes print one clear message and exit non-zero."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        _load_commands()
         app(standalone_mode=False)
     except UserError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
