@@ -154,15 +154,16 @@ def _bbc_news(seed: int, per_class: tuple[int, int, int] = (16, 16, 40)) -> dict
     rng = random.Random(seed)
     splits: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
     for topic in sorted(p.name for p in root.iterdir() if p.is_dir()):
-        files = sorted((root / topic).glob("*.txt"))
-        rng.shuffle(files)
+        texts = {}  # the corpus repeats some articles: keep each text once
+        for path in sorted((root / topic).glob("*.txt")):
+            lines = [ln.strip() for ln in path.read_text(errors="ignore").splitlines() if ln.strip()]
+            first = " ".join(lines[1:2]).split(". ")[0].rstrip(".") + "."
+            texts.setdefault(f"{lines[0]}. {first}", None)
+        unique = list(texts)
+        rng.shuffle(unique)
         start = 0
         for split, n in zip(splits, per_class):
-            for path in files[start : start + n]:
-                lines = [ln.strip() for ln in path.read_text(errors="ignore").splitlines() if ln.strip()]
-                headline, body = lines[0], " ".join(lines[1:2])
-                first = body.split(". ")[0].rstrip(".") + "."
-                splits[split].append({"text": f"{headline}. {first}", "label": topic})
+            splits[split] += [{"text": text, "label": topic} for text in unique[start : start + n]]
             start += n
     for rows in splits.values():
         rng.shuffle(rows)

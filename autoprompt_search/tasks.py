@@ -30,7 +30,7 @@ TASK_KEYS = (
     "name", "description", "data", "fields", "label_field", "labels", "verbalizer",
     "prompts", "prompt_files", "label_space", "candidate_vocab", "kind",
 )
-DATA_KEYS = ("train", "dev", "test", "seed", "seeds", "builtin", "hub", "hub_config")
+DATA_KEYS = ("train", "dev", "test", "seed", "seeds", "builtin", "hub", "hub_config", "aliases")
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,10 @@ class Task:
             seed=seed, base_dir=base or Path("."),
         )
         for p in prompts:
-            Template.parse(p.template, task.fields)
+            try:
+                Template.parse(p.template, task.fields)
+            except UserError as exc:
+                raise UserError(f"{source}: {exc}") from None
         return task
 
     @classmethod
@@ -161,6 +164,7 @@ class Task:
                 raise UserError(f"task '{self.name}' ({self.source}) has no '{split}' data file")
             path = self._path(self.data[split])
             rows, source = read_rows(path), str(path)
+        rows = _apply_aliases(rows, self.data.get("aliases") or {})
         return rows_to_examples(rows, fields=self.fields, label_field=self.label_field,
                                 labels=self.labels, source=source)
 
@@ -178,6 +182,22 @@ class Task:
         if not path.is_file():
             raise UserError(f"candidate vocabulary not found: {path}")
         return [w.strip() for w in path.read_text().splitlines() if w.strip()]
+
+
+def _apply_aliases(rows: list[dict[str, Any]], aliases: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rename alternative column names (``aliases: {text: [sentence]}``) to the field name."""
+    if not rows or not aliases:
+        return rows
+    present = set(rows[0])
+    renames = {}
+    for name, alts in aliases.items():
+        alts = [alts] if isinstance(alts, str) else list(alts)
+        found = next((a for a in alts if a in present), None)
+        if name not in present and found is not None:
+            renames[found] = name
+    if not renames:
+        return rows
+    return [{renames.get(k, k): v for k, v in row.items()} for row in rows]
 
 
 def available_tasks() -> dict[str, Path]:

@@ -17,7 +17,7 @@ CORPUS = (
 ).split()
 
 
-def tiny_causal_tokenizer(vocab_size: int = 300):
+def tiny_causal_tokenizer(vocab_size: int = 512):
     """A byte-level BPE tokenizer (GPT-2 style, leading-space tokens) trained in code."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -53,7 +53,7 @@ def tiny_masked_tokenizer():
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def tiny_causal_lm(seed: int = 0, vocab_size: int = 300):
+def tiny_causal_lm(seed: int = 0, vocab_size: int = 512):
     """(model, tokenizer): a 2-layer Llama with hidden size 32 and random weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 

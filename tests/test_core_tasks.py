@@ -1,0 +1,123 @@
+"""Task YAML loading, data files and their errors."""
+
+from pathlib import Path
+
+import pytest
+
+from autoprompt_search.errors import UserError
+from autoprompt_search.tasks import Task, available_tasks
+from autoprompt_search.validate import validate_file
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+TASK = """
+name: mini
+data: {train: train.tsv, dev: train.tsv, test: train.tsv}
+fields: [sentence]
+labels: [negative, positive]
+verbalizer: {negative: [bad], positive: [good, great]}
+prompts: ["{sentence} It was [P] ."]
+"""
+
+
+def test_load_task_from_yaml(tmp_path):
+    write(tmp_path, "train.tsv", "sentence\tlabel\na fine film\t1\nawful\t0\n")
+    task = Task.from_yaml(write(tmp_path, "t.yaml", TASK))
+    ex = task.examples("train")
+    assert [e.label for e in ex] == [1, 0]
+    assert ex[0].fields["sentence"] == "a fine film"
+    assert task.verbalizer["positive"] == ["good", "great"]
+
+
+def test_label_names_in_data_are_accepted(tmp_path):
+    write(tmp_path, "train.tsv", "sentence\tlabel\nx\tpositive\ny\tnegative\n")
+    task = Task.from_yaml(write(tmp_path, "t.yaml", TASK))
+    assert [e.label for e in task.examples("train")] == [1, 0]
+
+
+def test_jsonl_and_csv(tmp_path):
+    write(tmp_path, "d.jsonl", '{"sentence": "a", "label": 0}\n{"sentence": "b", "label": 1}\n')
+    write(tmp_path, "d.csv", 'sentence,label\n"a, b",1\n')
+    y = TASK.replace("train: train.tsv, dev: train.tsv, test: train.tsv", "train: d.jsonl, test: d.csv")
+    task = Task.from_yaml(write(tmp_path, "t.yaml", y))
+    assert len(task.examples("train")) == 2
+    assert task.examples("test")[0].fields["sentence"] == "a, b"
+    with pytest.raises(UserError, match="no 'dev' data file"):
+        task.examples("dev")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\nfields: [a\n", "malformed YAML"),
+    (TASK + "colour: blue\n", "unknown key 'colour'"),
+    (TASK.replace("fields:", "feilds:"), "unknown key 'feilds' \\(did you mean 'fields'\\?\\)"),
+    (TASK.replace("{negative: [bad], positive: [good, great]}", "{negative: [bad]}"),
+     "no label word for positive"),
+    (TASK.replace("{negative: [bad],", "{negtive: [bad],"), "verbalizer label 'negtive'"),
+    (TASK.replace('"{sentence} It was [P] ."', '"{sentence} It was ."'), "has no \\[P\\]"),
+    (TASK.replace('"{sentence} It was [P] ."', '"{text} It was [P] ."'), "uses \\{text\\}"),
+    ("", "the file is empty"),
+])
+def test_bad_task_files(tmp_path, text, message):
+    path = write(tmp_path, "t.yaml", text)
+    with pytest.raises(UserError, match=message) as err:
+        Task.from_yaml(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("data,message", [
+    (None, "data file not found"),
+    ("", "data file is empty"),
+    ("sentence\tlabel\n", "no examples"),
+    ("sentence\tlabel\nx\t7\n", "label '7', which is not one of the task's labels"),
+    ("text\tlabel\nx\t1\n", "no column 'sentence'"),
+])
+def test_bad_data_files(tmp_path, data, message):
+    if data is not None:
+        write(tmp_path, "train.tsv", data)
+    task = Task.from_yaml(write(tmp_path, "t.yaml", TASK))
+    with pytest.raises(UserError, match=message):
+        task.examples("train")
+
+
+def test_unknown_task_suggests_a_name():
+    with pytest.raises(UserError, match="did you mean 'sst-2'"):
+        Task.load("sst2")
+
+
+def test_every_shipped_task_file_validates():
+    names = available_tasks()
+    assert {"sst-2", "sst-5", "agnews", "trec", "bbc-news", "lama-P103"} <= set(names)
+    for path in names.values():
+        assert "task" in validate_file(path)
+
+
+def test_shipped_tasks_read_the_shared_suite(data_root):
+    sizes = {"sst-2": 1821, "sst-5": 2210, "agnews": 7600, "trec": 500}
+    for name, n_test in sizes.items():
+        task = Task.load(name, data_root=data_root, seed=13)
+        assert len(task.examples("train")) == 16 * len(task.labels)
+        assert len(task.examples("test")) == n_test
+    with pytest.raises(UserError, match="split seeds"):
+        Task.load("sst-2", data_root=data_root, seed=7).examples("train")
+
+
+def test_lama_task_has_human_prompts_from_both_files(data_root):
+    task = Task.load("lama-P103", data_root=data_root)
+    sources = {p.source for p in task.prompts}
+    assert sources == {"LAMA", "LPAQA"}
+    assert all("{sub_label}" in p.template and "[P]" in p.template for p in task.prompts)
+    ex = task.examples("test")[0]
+    assert ex.extra["label_text"] and ex.label == -1
+
+
+def test_builtin_demo_corpus_needs_no_data_folder(tmp_path):
+    task = Task.load("bbc-news", data_root=tmp_path / "nowhere")
+    train, test = task.examples("train"), task.examples("test")
+    assert len(train) == 16 * 5 and len(test) == 40 * 5
+    assert {e.label for e in test} == set(range(5))
+    assert not {e.fields["text"] for e in train} & {e.fields["text"] for e in test}
