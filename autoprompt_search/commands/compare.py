@@ -1,0 +1,67 @@
+"""``autoprompt-search compare``: found vs human prompts on the same examples, with reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..cli import (
+    BatchOpt,
+    DataRootOpt,
+    DtypeOpt,
+    SplitSeedOpt,
+    _parse_label_words,
+    app,
+    console,
+)
+
+
+@app.command()
+def compare(
+    runs: Annotated[Optional[list[Path]], typer.Argument(help="Run folders or result.json files of found prompts.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task name or YAML (default: the task of the first run).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model (default: the runs' model, else smollm2-135m).")] = None,
+    split: Annotated[str, typer.Option("--split", help="train, dev or test.")] = "test",
+    human: Annotated[bool, typer.Option("--human/--no-human", help="Include the task's human prompts.")] = True,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A template typed here (repeatable).")] = None,
+    label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Verbalizer for human/typed prompts: CLASS=word[,word] (repeat per class).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples of the split.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for compare.json, report.html, report.md and plots.")] = Path("compare-report"),
+    resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for intervals and the paired test.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    similarity: Annotated[bool, typer.Option("--similarity/--no-similarity", help="Semantic similarity to the human prompts (all-MiniLM-L6-v2).")] = True,
+    data_root: DataRootOpt = None,
+    split_seed: SplitSeedOpt = None,
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 32,
+) -> None:
+    """Compare found prompts with the task's human prompts on the same examples.
+
+    Per prompt: accuracy and macro-F1 with bootstrap 95% intervals, a paired McNemar
+    test against the best human prompt, similarity to the human prompts, the model's
+    perplexity of the prompt text and its length in tokens; plus the spread across
+    human prompts. Writes compare.json, report.html (self-contained) and report.md.
+
+    Examples:
+
+      autoprompt-search compare runs/sst2-a runs/sst2-b --task sst-2 --split test --limit 500
+
+      autoprompt-search compare --task sst-2 --human --prompt "{sentence} Verdict: [P]" --out cmp
+    """
+    from ..compare import collect_prompts, compare_prompts
+    from ..report import print_table, write_reports
+
+    task_obj, entries = collect_prompts(task, runs or [], human, prompt or [], data_root=data_root,
+                                        split_seed=split_seed,
+                                        verbalizer=_parse_label_words(label_words))
+    if model is None:
+        models = {e.result.model for e in entries if e.result is not None}
+        model = models.pop() if len(models) == 1 else "smollm2-135m"
+    comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
+                           batch_size=batch_size, dtype=dtype, resamples=resamples, seed=seed,
+                           similarity=similarity)
+    print_table(comp, console)
+    paths = write_reports(comp, out)
+    console.print(f"wrote {paths['json']}, {paths['html']} and {paths['markdown']}")

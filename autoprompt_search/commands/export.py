@@ -1,0 +1,54 @@
+"""``autoprompt-search export``: found prompts as text or JSON, or filled in for each example."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..cli import DataRootOpt, app, console
+
+
+@app.command()
+def export(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders, result.json files, or a folder of run folders.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="txt (template<TAB>label words per line), json (result record, loads with evaluate --prompt-file) or jsonl.")] = "txt",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (a folder for several prompts as json); default: print.")] = None,
+    fill: Annotated[Optional[Path], typer.Option("--fill", help="A data file (.tsv/.csv/.jsonl): write each prompt filled in with every row.")] = None,
+    answer: Annotated[Optional[str], typer.Option("--answer", help="With --fill: text put at [P] (e.g. '[MASK]'); default: the prompt ends where the answer goes.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="With --fill: only the first N rows.")] = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Export the best prompts of runs as plain templates or JSON records.
+
+    Examples:
+
+      autoprompt-search export runs/sst2 --format txt
+
+      autoprompt-search export runs/sst2 --format json --out sst2-prompt.json
+      autoprompt-search evaluate --prompt-file sst2-prompt.json --task sst-2
+
+      autoprompt-search export runs/sst2 --fill reviews.tsv --format jsonl --out filled.jsonl
+    """
+    from ..export import FORMATS, export_prompts, fill_prompts, write_filled
+    from ..errors import UserError
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown --format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fill is not None:
+        records = fill_prompts(runs, fill, answer=answer, data_root=data_root, limit=limit)
+        text = write_filled(records, fmt, out)
+        if text is not None:
+            sys.stdout.write(text)
+        else:
+            console.print(f"wrote {len(records)} filled prompts to {out}")
+        return
+    if answer is not None or limit is not None:
+        raise UserError("--answer and --limit go with --fill DATA")
+    result = export_prompts(runs, fmt, out)
+    if isinstance(result, str):
+        sys.stdout.write(result)
+    else:
+        console.print("wrote " + ", ".join(str(p) for p in result))

