@@ -1,0 +1,544 @@
+"""Gradient-guided trigger search (AutoPrompt; GCG-style candidate sets) for masked and causal LMs.
+
+One iteration:
+
+1. forward + backward on a batch of training examples to get the gradient of the
+   loss with respect to the trigger embeddings (only those get gradients, never
+   the model's weights);
+2. top-k candidate tokens per trigger position by the first-order estimate
+   ``-(e_w . g_j)`` among the allowed tokens (:mod:`autoprompt_search.tokens`);
+3. candidate trigger sequences (one position changed: a random one, the next one
+   in turn, or GCG's mix of positions), minus those whose text does not
+   re-tokenise to the same ids, scored together with the current triggers on the
+   batch in large batched forward passes (causal LMs reuse the key/value states of
+   each example's prefix before the first trigger; logits only at [P], only for
+   the label words);
+4. keep the best if it lowers the loss; evaluate on dev when the triggers changed.
+
+The result is the prompt with the best dev accuracy seen (ties: lower dev loss).
+The loss is the cross-entropy of the gold class among the class scores
+(log-sum-exp of the label words' log-probabilities).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import Example
+from ..encoding import EncodedPrompt
+from ..errors import UserError
+from ..models.base import LMBackend, PaddedBatch, PrefixCache
+from ..results import PromptResult
+from ..scoring import PromptScorer
+from ..templates import Field, Predict, Template, Text, Trigger
+from ..tokens import (
+    allowed_token_mask,
+    gcg_candidates,
+    retokenize_mask,
+    retokenizes,
+    single_position_candidates,
+    token_texts,
+    top_candidates,
+    unique_changed,
+)
+from .base import SearchContext, Searcher, strategies
+
+POSITION_POLICIES = ("random", "cycle", "gcg")
+INIT_CHOICES = ("neutral", "random", "human")
+
+
+@dataclass
+class GradientConfig:
+    num_triggers: int = field(default=5, metadata={
+        "help": "Trigger slots when no --template is given (template: '{field} [T]... [P]')."})
+    k: int = field(default=32, metadata={"help": "Candidate tokens per trigger position (top-k)."})
+    position: str = field(default="random", metadata={
+        "help": "Which positions change: random (AutoPrompt: one random position), cycle (each "
+                "position in turn) or gcg (candidates mixing all positions)."})
+    num_candidates: int = field(default=0, metadata={
+        "help": "Candidates per iteration for position=gcg (0: k)."})
+    iterations: int = field(default=50, metadata={"help": "Iteration budget."})
+    time_budget: float = field(default=0.0, metadata={
+        "help": "Seconds budget (0: none); the search stops after the iteration that passes it."})
+    patience: int = field(default=0, metadata={
+        "help": "Stop after this many iterations without a better dev score (0: never)."})
+    batch_size: int = field(default=32, metadata={
+        "help": "Training examples per iteration (all of them if the split is smaller)."})
+    accumulation_steps: int = field(default=1, metadata={
+        "help": "Training batches whose gradients are summed per iteration."})
+    forward_batch: int = field(default=256, metadata={
+        "help": "Rows (candidate x example) per forward pass."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Examples per forward pass on dev."})
+    init: str = field(default="neutral", metadata={
+        "help": "Initial triggers: neutral ([MASK] for masked LMs, else --init-word), random "
+                "(allowed tokens) or human (the words of a human prompt before [P])."})
+    init_word: str = field(default="the", metadata={
+        "help": "The neutral trigger word for causal LMs."})
+    init_prompt: str = field(default="", metadata={
+        "help": "For init=human: the human prompt's name (default: the task's first prompt)."})
+    whole_words: bool = field(default=True, metadata={
+        "help": "Only whole-word tokens (letters, start of a word) as candidates."})
+    ascii_only: bool = field(default=True, metadata={"help": "Only ASCII tokens as candidates."})
+    allow_label_words: bool = field(default=False, metadata={
+        "help": "Allow the label words themselves as triggers."})
+    deny: list[str] = field(default_factory=list, metadata={
+        "help": "Words never used as triggers (comma-separated)."})
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITION_POLICIES:
+            raise UserError(f"position must be one of {', '.join(POSITION_POLICIES)}, "
+                            f"got {self.position!r}")
+        if self.init not in INIT_CHOICES:
+            raise UserError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
+        for name in ("k", "iterations", "batch_size", "accumulation_steps", "forward_batch",
+                     "eval_batch_size", "num_triggers"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1, "
+                                f"got {getattr(self, name)}")
+        for name in ("num_candidates", "patience", "time_budget"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name.replace('_', '-')} must be 0 or more")
+
+
+# --- the objective: loss of trigger ids on a batch, batched and with gradients -----------------
+
+
+@dataclass
+class EncodedBatch:
+    """Training examples encoded once; the trigger slots are overwritten per candidate."""
+
+    prompts: list[EncodedPrompt]
+    gold: torch.Tensor  # [B]
+    cut: list[int]  # tokens per example held in the prefix cache (0: no cache)
+    prefix: PrefixCache | None
+    suffix: torch.Tensor  # [B, L] right-padded ids after the cut
+    suffix_mask: torch.Tensor  # [B, L]
+    suffix_len: torch.Tensor  # [B]
+    trig_pos: torch.Tensor  # [B, P] trigger positions relative to the cut
+    pred_pos: torch.Tensor  # [B] predict position relative to the cut
+
+
+class TriggerObjective:
+    """Cross-entropy of the gold class for trigger ids: batched candidate losses and gradients."""
+
+    def __init__(self, scorer: PromptScorer, forward_batch: int = 256,
+                 use_prefix_cache: bool = True) -> None:
+        if scorer.label_words is None:
+            raise UserError("gradient search needs a classification task with a verbalizer; "
+                            f"'{scorer.task.name}' is an open-vocabulary task")
+        multi = [(w, ids) for w, ids in zip(_words(scorer), scorer.label_words.word_ids)
+                 if len(ids) > 1]
+        if multi:
+            word, ids = multi[0]
+            pieces = scorer.backend.tokenizer.convert_ids_to_tokens(list(ids))
+            raise UserError(
+                f"label word {word!r} splits into {len(ids)} tokens {pieces}; gradient search "
+                "scores single-token label words. Pick another word (see `autoprompt-search "
+                "search-labels`) or pass a verbalizer of single-token words.")
+        self.scorer = scorer
+        self.backend: LMBackend = scorer.backend
+        self.forward_batch = forward_batch
+        self.use_prefix_cache = use_prefix_cache and self.backend.supports_prefix_cache
+        self.label_ids = scorer.label_words.first_ids.to(self.backend.device)
+
+    # --- encoding ----------------------------------------------------------------------
+    def encode(self, examples: Sequence[Example], triggers: Sequence[int]) -> EncodedBatch:
+        backend = self.backend
+        prompts = self.scorer.encode(examples, list(triggers))
+        cut = [p.prefix_len if self.use_prefix_cache else 0 for p in prompts]
+        if min(cut) < 1:
+            cut = [0] * len(prompts)
+        prefix = backend.encode_prefix([p.ids[:c] for p, c in zip(prompts, cut)]) if cut[0] else None
+        suffix = backend.pad([p.ids[c:] for p, c in zip(prompts, cut)])
+        return EncodedBatch(
+            prompts=prompts,
+            gold=torch.tensor([ex.label for ex in examples]),
+            cut=cut,
+            prefix=prefix,
+            suffix=suffix.input_ids,
+            suffix_mask=suffix.attention_mask,
+            suffix_len=suffix.attention_mask.sum(-1),
+            trig_pos=torch.tensor([[t - c for t in p.trigger_pos] for p, c in zip(prompts, cut)],
+                                  device=backend.device),
+            pred_pos=torch.tensor([p.predict_pos - c for p, c in zip(prompts, cut)],
+                                  device=backend.device),
+        )
+
+    def _row_loss(self, hidden: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        logits = self.backend.head(hidden, self.label_ids).float()  # [R, W]
+        classes = self.scorer.label_words.class_scores(logits)  # [R, C] (normaliser cancels)
+        return -torch.log_softmax(classes, -1).gather(1, gold[:, None].to(classes.device))[:, 0]
+
+    # --- fast batched candidate scoring ----------------------------------------------------
+    @torch.inference_mode()
+    def losses(self, batch: EncodedBatch, rows: torch.Tensor) -> torch.Tensor:
+        """``[N]`` mean loss over the batch of each trigger sequence in ``rows`` ``[N, P]``."""
+        device = self.backend.device
+        n, num_ex = rows.shape[0], len(batch.prompts)
+        rows = rows.to(device)
+        order = sorted(range(num_ex), key=lambda b: int(batch.suffix_len[b]))
+        ex_idx = torch.tensor(order, device=device).repeat_interleave(n)
+        cand_idx = torch.arange(n, device=device).repeat(num_ex)
+        total = torch.zeros(n, dtype=torch.float64)
+        for start in range(0, len(ex_idx), self.forward_batch):
+            b = ex_idx[start : start + self.forward_batch]
+            c = cand_idx[start : start + self.forward_batch]
+            width = int(batch.suffix_len[b].max())
+            ids = batch.suffix[b, :width].clone()
+            ids.scatter_(1, batch.trig_pos[b], rows[c])
+            padded = PaddedBatch(ids, batch.suffix_mask[b, :width])
+            kw = {"prefix": batch.prefix, "prefix_rows": b} if batch.prefix is not None else {}
+            hidden = self.backend.hidden_at(padded, batch.pred_pos[b], **kw)
+            loss = self._row_loss(hidden, batch.gold.to(device)[b])
+            total.index_add_(0, c.cpu(), loss.double().cpu())
+        return (total / num_ex).float()
+
+    # --- the slow reference -------------------------------------------------------------------
+    @torch.inference_mode()
+    def naive_losses(self, examples: Sequence[Example], rows: torch.Tensor) -> torch.Tensor:
+        """The same losses one candidate and one example at a time, full recompute and
+        full-vocabulary logits at every position (as the original AutoPrompt code does)."""
+        model = self.backend.model
+        out = []
+        for row in rows.tolist():
+            losses = []
+            for prompt, ex in zip(self.scorer.encode(examples, row), examples):
+                logits = model(input_ids=torch.tensor([prompt.ids], device=self.backend.device)).logits
+                logp = torch.log_softmax(logits[0].float(), -1)[prompt.predict_pos]
+                word = logp[self.label_ids][None, :]
+                classes = self.scorer.label_words.class_scores(word)
+                losses.append(float(-torch.log_softmax(classes, -1)[0, ex.label]))
+            out.append(sum(losses) / len(losses))
+        return torch.tensor(out)
+
+    # --- gradient ---------------------------------------------------------------------------
+    def gradient(self, examples: Sequence[Example], triggers: Sequence[int]) -> tuple[torch.Tensor, float]:
+        """(``[P, d]`` gradient of the mean loss w.r.t. the trigger embeddings, the mean loss)."""
+        backend = self.backend
+        device = backend.device
+        trig_ids = torch.tensor(list(triggers), device=device)
+        grad = None
+        total = 0.0
+        prompts = self.scorer.encode(examples, list(triggers))
+        gold_all = torch.tensor([ex.label for ex in examples], device=device)
+        step = max(1, self.forward_batch // 4)
+        with torch.enable_grad():
+            for start in range(0, len(prompts), step):
+                chunk = prompts[start : start + step]
+                padded = backend.pad([p.ids for p in chunk])
+                trig = backend.embed(trig_ids).detach().clone().requires_grad_(True)  # [P, d]
+                emb = backend.embed(padded.input_ids).detach()
+                rows = torch.arange(len(chunk), device=device)[:, None].expand(-1, len(trig_ids))
+                pos = torch.tensor([p.trigger_pos for p in chunk], device=device)
+                slot = torch.arange(len(trig_ids), device=device)[None, :].expand(len(chunk), -1)
+                emb = emb.index_put((rows.reshape(-1), pos.reshape(-1)), trig[slot.reshape(-1)])
+                hidden = backend.hidden_at(padded, torch.tensor([p.predict_pos for p in chunk],
+                                                                device=device), inputs_embeds=emb)
+                loss = self._row_loss(hidden, gold_all[start : start + len(chunk)]).sum() / len(prompts)
+                (g,) = torch.autograd.grad(loss, trig)
+                grad = g if grad is None else grad + g
+                total += float(loss.detach())
+        return grad.float(), total
+
+
+def _words(scorer: PromptScorer) -> list[str]:
+    return [w for lab in scorer.task.labels for w in scorer.verbalizer[lab]]
+
+
+# --- the searcher ----------------------------------------------------------------------------
+
+
+@strategies.register("gradient")
+class GradientSearch(Searcher):
+    """AutoPrompt / GCG trigger search; see the module docstring."""
+
+    name = "gradient"
+    Config = GradientConfig
+
+    # --- setup ------------------------------------------------------------------------------
+    def _template(self, ctx: SearchContext) -> tuple[str, list[int] | None]:
+        """The template to search and, for init=human, the human prompt's trigger ids."""
+        cfg = self.config
+        backend = ctx.backend
+        if cfg.init == "human":
+            return human_trigger_template(ctx.task, backend, cfg.init_prompt, ctx.template)
+        if ctx.template:
+            return ctx.template, None
+        field_name = ctx.task.fields[0]
+        return "{" + field_name + "} " + " ".join(["[T]"] * cfg.num_triggers) + " [P]", None
+
+    def _initial(self, template: Template, backend: LMBackend, allowed: torch.Tensor,
+                 human: list[int] | None) -> list[int]:
+        cfg = self.config
+        n = template.num_triggers
+        if human is not None:
+            return human
+        if cfg.init == "random":
+            pool = allowed.nonzero()[:, 0]
+            for _ in range(100):
+                pick = pool[torch.randint(len(pool), (n,), generator=self.torch_rng)].tolist()
+                if retokenizes(backend.tokenizer, template, pick):
+                    return pick
+            raise UserError("could not draw random initial triggers that re-tokenise; use "
+                            "--init neutral")
+        if backend.kind == "masked":
+            return [int(backend.tokenizer.mask_token_id)] * n
+        out = []
+        for seg in template.segments:
+            if isinstance(seg, Trigger):
+                ids = backend.encoder.text_ids(cfg.init_word, True)
+                if len(ids) != 1:
+                    raise UserError(f"--init-word {cfg.init_word!r} is {len(ids)} tokens in this "
+                                    "vocabulary; choose a single-token word")
+                out.append(ids[0])
+        return out
+
+    def search(self, ctx: SearchContext) -> PromptResult:
+        cfg = self.config
+        task = ctx.task
+        backend = ctx.backend
+        template_src, human = self._template(ctx)
+        template = Template.parse(template_src, task.fields)
+        if template.num_triggers == 0:
+            raise UserError(f"template {template_src!r} has no [T] slot to search; add some, e.g. "
+                            "'{sentence} [T] [T] [T] [P] .'")
+        scorer = PromptScorer(backend, task, template, batch_size=cfg.eval_batch_size)
+        objective = TriggerObjective(scorer, cfg.forward_batch)
+        train, dev = task.examples("train"), task.examples("dev")
+        if not train or not dev:
+            raise UserError(f"task '{task.name}' needs train and dev examples for a search")
+        exclude = [] if cfg.allow_label_words else [ids[0] for ids in scorer.label_words.word_ids]
+        allowed = allowed_token_mask(backend.tokenizer, backend.vocab_size, exclude_ids=exclude,
+                                     whole_words=cfg.whole_words, ascii_only=cfg.ascii_only,
+                                     deny=cfg.deny)
+        if not allowed.any():
+            raise UserError("the token filters leave no candidate token; relax --whole-words, "
+                            "--ascii-only or --deny")
+        config = {**self.resolved_config(ctx), "template": template_src}
+        state = ctx.run.start(config, ctx.resume) if ctx.run is not None else None
+        if state is None:
+            current = self._initial(template, backend, allowed, human)
+            dev_acc, dev_loss = self._dev(scorer, dev, current)
+            state = {"iteration": 0, "current": current, "best": list(current),
+                     "best_dev_accuracy": dev_acc, "best_dev_loss": dev_loss,
+                     "initial_dev_accuracy": dev_acc, "current_loss": None, "since_best": 0,
+                     "elapsed": 0.0, "stopped": None, "history": []}
+            if ctx.run is not None:
+                ctx.run.log({"step": 0, "triggers": current, "dev_accuracy": dev_acc,
+                             "dev_loss": dev_loss, "time": 0.0})
+                self._checkpoint(ctx, state)
+        else:
+            self._restore_rngs(state["rngs"])
+            ctx.run.truncate_log(state["iteration"])
+            state["stopped"] = None  # budgets may have been raised for the resumed run
+        self._loop(ctx, state, template, objective, scorer, train, dev, allowed)
+        return self._result(ctx, state, template, template_src, scorer, train)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def _loop(self, ctx, state, template, objective, scorer, train, dev, allowed) -> None:
+        cfg = self.config
+        backend = ctx.backend
+        emb = backend.input_embeddings()
+        started = time.perf_counter() - state["elapsed"]
+        bar = tqdm(total=cfg.iterations, initial=state["iteration"], desc="gradient search",
+                   unit="it", disable=not ctx.progress)
+        bar.set_postfix(best_dev=f"{state['best_dev_accuracy']:.3f}")
+        try:
+            while state["stopped"] is None and state["iteration"] < cfg.iterations:
+                if cfg.time_budget and time.perf_counter() - started >= cfg.time_budget:
+                    state["stopped"] = "time budget"
+                    break
+                record = self._step(state, template, objective, scorer, train, dev, allowed, emb,
+                                    backend)
+                state["elapsed"] = time.perf_counter() - started
+                record["time"] = round(state["elapsed"], 3)
+                if cfg.patience and state["since_best"] >= cfg.patience:
+                    state["stopped"] = "patience"
+                elif state["iteration"] >= cfg.iterations:
+                    state["stopped"] = "iterations"
+                state["history"].append({k: record[k] for k in ("step", "loss", "accepted",
+                                                                  "dev_accuracy")})
+                if ctx.run is not None:
+                    ctx.run.log(record)
+                    self._checkpoint(ctx, state)
+                bar.update(1)
+                bar.set_postfix(best_dev=f"{state['best_dev_accuracy']:.3f}",
+                                loss=f"{state['current_loss']:.3f}")
+        finally:
+            bar.close()
+        if state["stopped"] is None:
+            state["stopped"] = "iterations"
+
+    def _batches(self, train: list[Example]) -> list[list[Example]]:
+        cfg = self.config
+        out = []
+        for _ in range(cfg.accumulation_steps):
+            if cfg.batch_size >= len(train):
+                out.append(list(train))
+            else:
+                out.append(self.rng.sample(train, cfg.batch_size))
+        return out
+
+    def _step(self, state, template, objective, scorer, train, dev, allowed, emb, backend) -> dict:
+        cfg = self.config
+        current = torch.tensor(state["current"])
+        batches = self._batches(train)
+        grad = None
+        for batch in batches:
+            g, _ = objective.gradient(batch, state["current"])
+            grad = g if grad is None else grad + g
+        cand_allowed = allowed.clone()
+        top = top_candidates(grad, emb, cfg.k, cand_allowed)
+        num_pos = len(state["current"])
+        if cfg.position == "gcg":
+            rows = gcg_candidates(current, top, cfg.num_candidates or cfg.k, self.torch_rng)
+            positions = sorted({int(p) for p in (rows != current).float().argmax(1).tolist()})
+        else:
+            pos = (self.rng.randrange(num_pos) if cfg.position == "random"
+                   else state["iteration"] % num_pos)
+            rows = single_position_candidates(current, top, pos)
+            positions = [pos]
+        rows = unique_changed(rows, current)
+        tried = len(rows)
+        if len(rows):
+            rows = rows[retokenize_mask(backend.tokenizer, template, rows)]
+        encoded = objective.encode(batches[-1], state["current"])
+        losses = objective.losses(encoded, torch.cat([current[None], rows]))
+        current_loss, cand_losses = float(losses[0]), losses[1:]
+        accepted = False
+        best_cand_loss = None
+        if len(cand_losses):
+            i = int(torch.argmin(cand_losses))
+            best_cand_loss = float(cand_losses[i])
+            if best_cand_loss < current_loss:
+                state["current"] = rows[i].tolist()
+                current_loss = best_cand_loss
+                accepted = True
+        state["iteration"] += 1
+        state["current_loss"] = current_loss
+        record = {"step": state["iteration"], "positions": positions, "loss": current_loss,
+                  "best_candidate_loss": best_cand_loss, "candidates": tried,
+                  "scored": len(rows), "accepted": accepted, "triggers": state["current"],
+                  "dev_accuracy": None}
+        state["since_best"] += 1
+        if accepted:
+            dev_acc, dev_loss = self._dev(scorer, dev, state["current"])
+            record.update(dev_accuracy=dev_acc, dev_loss=dev_loss)
+            if (dev_acc, -dev_loss) > (state["best_dev_accuracy"], -state["best_dev_loss"]):
+                state.update(best=list(state["current"]), best_dev_accuracy=dev_acc,
+                             best_dev_loss=dev_loss, since_best=0)
+        record["best_dev_accuracy"] = state["best_dev_accuracy"]
+        return record
+
+    def _dev(self, scorer: PromptScorer, dev: list[Example], triggers: list[int]) -> tuple[float, float]:
+        scores = scorer.class_logprobs(dev, triggers)
+        gold = torch.tensor([ex.label for ex in dev])
+        acc = float((scores.argmax(-1) == gold).float().mean())
+        loss = float(-torch.log_softmax(scores, -1).gather(1, gold[:, None]).mean())
+        return acc, loss
+
+    # --- state ----------------------------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"python": [version, list(internal), gauss],
+                "torch": base64.b64encode(self.torch_rng.get_state().numpy().tobytes()).decode(),
+                "numpy": self.np_rng.bit_generator.state}
+
+    def _restore_rngs(self, saved: dict) -> None:
+        version, internal, gauss = saved["python"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        raw = torch.frombuffer(bytearray(base64.b64decode(saved["torch"])), dtype=torch.uint8)
+        self.torch_rng.set_state(raw.clone())
+        self.np_rng.bit_generator.state = saved["numpy"]
+
+    def _checkpoint(self, ctx: SearchContext, state: dict) -> None:
+        state["rngs"] = self._rng_state()
+        ctx.run.save_checkpoint(state)
+
+    # --- result ---------------------------------------------------------------------------------
+    def _result(self, ctx, state, template, template_src, scorer, train) -> PromptResult:
+        backend = ctx.backend
+        best = [int(t) for t in state["best"]]
+        texts = token_texts(backend.tokenizer)
+        tokens = [texts[t] for t in best]
+        train_acc, train_loss = self._dev(scorer, train, best)
+        return PromptResult(
+            task=task_reference(ctx.task), template=template_src, prompt=template.render(triggers=tokens),
+            model=backend.name, strategy=self.name, seed=self.seed,
+            verbalizer=dict(scorer.verbalizer), trigger_ids=best, trigger_tokens=tokens,
+            scores={"dev_accuracy": state["best_dev_accuracy"], "dev_loss": state["best_dev_loss"],
+                    "train_accuracy": train_acc, "train_loss": train_loss,
+                    "initial_dev_accuracy": state["initial_dev_accuracy"]},
+            config={**self.resolved_config(ctx), "template": template_src},
+            extra={"iterations": state["iteration"], "stopped": state["stopped"],
+                   "seconds": round(state["elapsed"], 1),
+                   "retokenizes": retokenizes(backend.tokenizer, template, best)},
+        )
+
+
+def task_reference(task) -> str:
+    """How a result names its task so ``evaluate --prompt-file`` can load it again:
+    the shipped task's name, else the task file's path."""
+    from ..tasks import available_tasks
+
+    if task.name in available_tasks() or not task.source.endswith((".yaml", ".yml")):
+        return task.name
+    return task.source
+
+
+def human_trigger_template(task, backend: LMBackend, prompt_name: str = "",
+                           template: str | None = None) -> tuple[str, list[int]]:
+    """A human prompt turned into a trigger template, with its words as the initial triggers.
+
+    The literal text right before [P] (``"It was"`` in ``"{sentence} It was [P] ."``)
+    becomes [T] slots, one per token; the triggers start as those tokens, so the
+    first prompt scored is exactly the human prompt.
+    """
+    if not task.prompts:
+        raise UserError(f"--init human: task '{task.name}' lists no human prompts")
+    human = task.prompt(prompt_name) if prompt_name else task.prompts[0]
+    parsed = Template.parse(human.template, task.fields)
+    segs = list(parsed.segments)
+    p = parsed.predict_index
+    start = p
+    while start > 0 and isinstance(segs[start - 1], Text):
+        start -= 1
+    if start == p:
+        raise UserError(f"--init human: the prompt {human.template!r} has no words right before "
+                        "[P] to turn into triggers")
+    text = " ".join(s.text for s in segs[start:p])
+    ids = list(backend.encoder.text_ids(text, segs[start].space))
+    if template is not None:
+        wanted = Template.parse(template, task.fields).num_triggers
+        if wanted != len(ids):
+            raise UserError(f"--init human: {text!r} is {len(ids)} tokens but --template has "
+                            f"{wanted} [T] slots; leave out --template to use the human prompt's "
+                            "shape")
+        return template, ids
+    parts = []
+    for seg in segs[:start]:
+        parts.append(_seg_source(seg))
+    slots = " ".join(["[T]"] * len(ids))
+    parts.append((" " if segs[start].space else "") + slots)
+    for seg in segs[p:]:
+        parts.append(_seg_source(seg))
+    return "".join(parts), ids
+
+
+def _seg_source(seg) -> str:
+    sep = " " if seg.space else ""
+    if isinstance(seg, Text):
+        return sep + seg.text
+    if isinstance(seg, Field):
+        return sep + "{" + seg.name + "}"
+    if isinstance(seg, Trigger):
+        return sep + "[T]"
+    assert isinstance(seg, Predict)
+    return sep + "[P]"
+

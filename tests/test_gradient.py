@@ -1,0 +1,185 @@
+"""The gradient (AutoPrompt / GCG) trigger search on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autoprompt_search.api import PromptSpec, evaluate_many, run_search
+from autoprompt_search.errors import UserError
+from autoprompt_search.results import PromptResult
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.search import strategies
+from autoprompt_search.search.gradient import GradientSearch, TriggerObjective, human_trigger_template
+from autoprompt_search.templates import Template
+from autoprompt_search.tokens import retokenizes
+
+TEMPLATE = "{sentence} [T] [T] [T] [P] ."
+
+
+def _search(backend, task, out, seed=0, template=TEMPLATE, **options):
+    opts = {"iterations": 6, "k": 8, "position": "cycle"}
+    opts.update(options)
+    return run_search("gradient", task=task, model=backend.name, template=template, out=out,
+                      seed=seed, backend=backend, options=opts, progress=False)
+
+
+def test_registered():
+    assert strategies.get("gradient") is GradientSearch
+
+
+def test_fast_batched_losses_equal_slow_direct_computation(tiny_backend, toy_task):
+    scorer = PromptScorer(tiny_backend, toy_task, "Review : {sentence} so [T] [T] [P] .")
+    obj = TriggerObjective(scorer, forward_batch=7)  # chunks cut across examples and candidates
+    examples = toy_task.examples("train")
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.randint(5, tiny_backend.vocab_size, (6, 2), generator=gen)
+    batch = obj.encode(examples, rows[0].tolist())
+    if tiny_backend.kind == "causal":
+        assert batch.prefix is not None and min(batch.cut) > 1  # the prefix cache is used
+    fast = obj.losses(batch, rows)
+    slow = obj.naive_losses(examples, rows)
+    assert torch.allclose(fast, slow, atol=1e-5), (fast, slow)
+    assert fast.std() > 0  # the candidates really differ
+
+
+def test_gradient_matches_finite_difference_direction(tiny_causal, toy_task):
+    """The trigger-embedding gradient predicts the loss change of a small step."""
+    scorer = PromptScorer(tiny_causal, toy_task, TEMPLATE)
+    obj = TriggerObjective(scorer)
+    examples = toy_task.examples("train")
+    triggers = [tiny_causal.encoder.text_ids("the", True)[0]] * 3
+    grad, loss = obj.gradient(examples, triggers)
+    assert grad.shape == (3, tiny_causal.input_embeddings().shape[1])
+    batch = obj.encode(examples, triggers)
+    assert loss == pytest.approx(float(obj.losses(batch, torch.tensor([triggers]))[0]), abs=1e-5)
+    # no model weight received a gradient
+    assert all(p.grad is None for p in tiny_causal.model.parameters())
+
+
+def test_search_lowers_training_loss(tiny_backend, toy_task, tmp_path):
+    result = _search(tiny_backend, toy_task, tmp_path / "run", iterations=8)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if r["step"] > 0]
+    assert len(steps) == 8
+    losses = [r["loss"] for r in steps]
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # same batch: never gets worse
+    first_loss = log[0]["dev_loss"]  # train = dev in the toy task
+    assert min(losses) < first_loss
+    assert result.trigger_ids and len(result.trigger_ids) == 3
+    # the exported text is exactly what was scored
+    assert retokenizes(tiny_backend.tokenizer, Template.parse(TEMPLATE), result.trigger_ids)
+    assert result.extra["retokenizes"] is True
+
+
+def test_run_folder_and_export(tiny_causal, toy_task, tmp_path):
+    out = tmp_path / "run"
+    result = _search(tiny_causal, toy_task, out)
+    for name in ("config.json", "checkpoint.json", "log.jsonl", "result.json", "best_prompt.txt"):
+        assert (out / name).is_file(), name
+    saved = PromptResult.load(out)
+    assert saved.trigger_ids == result.trigger_ids
+    assert saved.template == TEMPLATE and saved.strategy == "gradient" and saved.seed == 0
+    assert saved.config["k"] == 8 and saved.versions["autoprompt_search"]
+    assert (out / "best_prompt.txt").read_text().strip() == saved.prompt
+    assert "[T]" not in saved.prompt and "{sentence}" in saved.prompt
+    checkpoint = json.loads((out / "checkpoint.json").read_text())
+    assert checkpoint["iteration"] == 6 and checkpoint["best"] == result.trigger_ids
+    assert "rngs" in checkpoint and len(checkpoint["history"]) == 6
+    # evaluate --prompt-file path: the saved prompt re-scores to its dev accuracy
+    spec = PromptSpec(toy_task, saved.template, triggers=saved.trigger_ids,
+                      verbalizer=saved.verbalizer, model=saved.model)
+    row = evaluate_many([spec], model=tiny_causal, split="dev")[0]
+    assert row["accuracy"] == pytest.approx(saved.scores["dev_accuracy"])
+
+
+@pytest.mark.parametrize("position", ["random", "gcg"])
+def test_same_seed_same_result_and_resume(tiny_causal, toy_task, tmp_path, position):
+    opts = {"position": position, "iterations": 6, "batch_size": 5}
+    full = _search(tiny_causal, toy_task, tmp_path / "full", seed=3, **opts)
+    again = _search(tiny_causal, toy_task, tmp_path / "again", seed=3, **opts)
+    assert again.trigger_ids == full.trigger_ids
+    # a run stopped after 3 iterations, then resumed with the full budget
+    _search(tiny_causal, toy_task, tmp_path / "cut", seed=3, **{**opts, "iterations": 3})
+    (tmp_path / "cut" / "result.json").unlink()
+    resumed = run_search("gradient", task=toy_task, model="tiny-causal", template=TEMPLATE,
+                         out=tmp_path / "cut", seed=3, resume=True, backend=tiny_causal,
+                         options={"iterations": 6, "k": 8, "position": position, "batch_size": 5},
+                         progress=False)
+    assert resumed.trigger_ids == full.trigger_ids
+    assert resumed.scores == full.scores
+    log_full = [json.loads(x)["triggers"] for x in (tmp_path / "full" / "log.jsonl").open()]
+    log_cut = [json.loads(x)["triggers"] for x in (tmp_path / "cut" / "log.jsonl").open()]
+    assert log_cut == log_full
+
+
+def test_different_seed_different_path(tiny_causal, toy_task, tmp_path):
+    runs = [_search(tiny_causal, toy_task, tmp_path / f"s{s}", seed=s, position="random",
+                    init="random", iterations=2) for s in (0, 1)]
+    logs = [(tmp_path / f"s{s}" / "log.jsonl").read_text() for s in (0, 1)]
+    assert logs[0] != logs[1]
+    assert runs[0].config["seed"] == 0 and runs[1].config["seed"] == 1
+
+
+def test_resume_with_changed_settings_is_an_error(tiny_causal, toy_task, tmp_path):
+    _search(tiny_causal, toy_task, tmp_path / "run", iterations=1)
+    with pytest.raises(UserError, match="k"):
+        run_search("gradient", task=toy_task, model="tiny-causal", template=TEMPLATE,
+                   out=tmp_path / "run", resume=True, backend=tiny_causal,
+                   options={"iterations": 2, "k": 4, "position": "cycle"}, progress=False)
+
+
+def test_patience_stops_early(tiny_masked, toy_task, tmp_path):
+    result = _search(tiny_masked, toy_task, tmp_path / "run", iterations=40, patience=2)
+    assert result.extra["stopped"] == "patience"
+    assert result.extra["iterations"] < 40
+
+
+def test_init_human_starts_from_the_human_prompt(tiny_causal, toy_task, tmp_path):
+    template, ids = human_trigger_template(toy_task, tiny_causal)
+    assert template == "{sentence} [T] [T] [P] ."  # "it was" -> two trigger slots
+    scorer = PromptScorer(tiny_causal, toy_task, template)
+    human = PromptScorer(tiny_causal, toy_task, "{sentence} it was [P] .")
+    ours = [p.ids for p in scorer.encode(toy_task.examples("dev"), ids)]
+    assert ours == [p.ids for p in human.encode(toy_task.examples("dev"))]
+    result = _search(tiny_causal, toy_task, tmp_path / "run", template=None, init="human",
+                     iterations=4)
+    base = human.class_logprobs(toy_task.examples("train"))
+    gold = torch.tensor([ex.label for ex in toy_task.examples("train")])
+    base_loss = float(-torch.log_softmax(base, -1).gather(1, gold[:, None]).mean())
+    assert result.scores["train_loss"] <= base_loss + 1e-6  # never worse on train
+    with pytest.raises(UserError, match="slots"):
+        human_trigger_template(toy_task, tiny_causal, template=TEMPLATE)
+
+
+def test_bad_settings_are_user_errors(tiny_causal, toy_task, tmp_path):
+    with pytest.raises(UserError, match="position"):
+        GradientSearch.from_options({"position": "everywhere"})
+    with pytest.raises(UserError, match="no \\[T\\]"):
+        _search(tiny_causal, toy_task, tmp_path / "a", template="{sentence} it was [P] .")
+    with pytest.raises(UserError, match="single-token|splits"):
+        bad = {"negative": ["bad"], "positive": ["wonderfulgreat"]}
+        scorer = PromptScorer(tiny_causal, toy_task, TEMPLATE, verbalizer=bad)
+        TriggerObjective(scorer)
+
+
+def test_deny_and_label_words_never_chosen(tiny_masked, toy_task, tmp_path):
+    result = _search(tiny_masked, toy_task, tmp_path / "run", iterations=6, deny=["film", "the"])
+    assert not set(result.trigger_tokens) & {"film", "the", "bad", "great"}
+
+
+def test_smollm2_search_integration(smollm2, data_root, tmp_path):
+    """Two iterations on SST-2 with the real model: the search runs and exports a prompt."""
+    from autoprompt_search.tasks import Task
+
+    task = Task.load("sst-2", data_root=data_root, seed=13)
+    result = run_search("gradient", task=task, model="smollm2-135m",
+                        template="{sentence} [T] [T] [T] [P] .", out=tmp_path / "run",
+                        seed=0, backend=smollm2, progress=False,
+                        options={"iterations": 2, "k": 8, "batch_size": 8})
+    assert len(result.trigger_ids) == 3
+    assert retokenizes(smollm2.tokenizer, Template.parse("{sentence} [T] [T] [T] [P] ."),
+                       result.trigger_ids)
+    assert 0 <= result.scores["dev_accuracy"] <= 1
