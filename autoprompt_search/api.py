@@ -90,7 +90,7 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
         except UserError as exc:
             if len(specs) == 1:
                 raise
-            rows.append({**base, "skipped": str(exc), "accuracy": float("-inf"), "n": 0})
+            rows.append({**base, "skipped": str(exc)})
             continue
         rows.append({**base, **ev.metrics})
     kept = [r for r in rows if "skipped" not in r]

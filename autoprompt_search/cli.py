@@ -86,8 +86,8 @@ def evaluate(
         console.print(f"wrote {json_out}")
 
 
-def _print_evaluations(rows: list[dict], split: str) -> None:
-    rows = sorted(rows, key=lambda r: -r["accuracy"])
+def _print_evaluations(all_rows: list[dict], split: str) -> None:
+    rows = sorted((r for r in all_rows if "skipped" not in r), key=lambda r: -r["accuracy"])
     retrieval = "precision_at_1" in rows[0]
     table = Table(title=f"{rows[0]['task']} - {split} (n={rows[0]['n']})")
     table.add_column("prompt", overflow="fold")
@@ -106,7 +106,7 @@ def _print_evaluations(rows: list[dict], split: str) -> None:
                             if v is not None)
             table.add_row(r["prompt"], f"{100 * r['accuracy']:.1f}", f"{100 * r['macro_f1']:.1f}", per)
     console.print(table)
-    for r in rows:
+    for r in all_rows:
         if r.get("skipped"):
             err_console.print(f"[yellow]skipped[/] {r['prompt']!r}: {r['skipped']}")
 

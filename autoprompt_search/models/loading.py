@@ -134,22 +134,50 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None,
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     path = resolve_model_path(spec)
-    try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"model '{spec}' is not available offline: it is not a local folder, a built-in alias "
-            f"({', '.join(model_aliases.names())}) or in the Hugging Face cache ({first[:200]}). "
-            "Pass a local folder with config.json, tokenizer and weights, or use --model smollm2-135m."
-        ) from None
+    kw = {"trust_remote_code": trust_remote_code}
+    try:  # a local folder or the Hugging Face cache first: no network needed
+        config = AutoConfig.from_pretrained(path, local_files_only=True, **kw)
+        kw["local_files_only"] = True
+    except (OSError, ValueError):
+        why = _hub_unreachable()
+        if why:
+            raise UserError(
+                f"model '{spec}' is not available offline: it is not a local folder, a built-in alias "
+                f"({', '.join(model_aliases.names())}) or in the Hugging Face cache, and {why}. Pass a "
+                "local folder with config.json, tokenizer and weights, or use --model smollm2-135m."
+            ) from None
+        try:
+            config = AutoConfig.from_pretrained(path, **kw)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"model '{spec}' could not be loaded: {_first_line(exc)}") from None
+    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
     kind = model_kind(config)
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    model = auto.from_pretrained(path, dtype=DTYPES[dtype], **kw)
     if device:
         model = model.to(device)
     return wrap_model(model, tokenizer, name=spec)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (offline mode, no route), or None if it can."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or 443
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"the hub ({host}) cannot be reached: {exc.strerror or exc}"
+    return None
 
 
 def _quiet_transformers() -> None:

@@ -1,0 +1,138 @@
+"""The CLI: evaluate end to end on tiny local models, and one clear message per user mistake."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from autoprompt_search.cli import main
+from autoprompt_search.testing import tiny_causal_lm, tiny_masked_lm
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["autoprompt-search", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """Tiny causal and masked models saved as ordinary local model folders."""
+    dirs = {}
+    for kind, make in (("causal", tiny_causal_lm), ("masked", tiny_masked_lm)):
+        folder = tmp_path_factory.mktemp(kind)
+        model, tok = make()
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        dirs[kind] = str(folder)
+    return dirs
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    (tmp_path / "d.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in [
+            ("the movie was great", 1), ("a good film", 1), ("it was terrible", 0), ("a bad film", 0)]))
+    path = tmp_path / "task.yaml"
+    path.write_text(
+        "name: mini\ndata: {train: d.tsv, dev: d.tsv, test: d.tsv}\nfields: [sentence]\n"
+        "labels: [negative, positive]\nverbalizer: {negative: [bad], positive: [great]}\n"
+        "prompts: ['{sentence} it was [P] .', '{sentence} a [P] film .']\n")
+    return path
+
+
+def test_evaluate_prints_metrics_and_writes_json(monkeypatch, capsys, model_dirs, task_file, tmp_path):
+    out_json = tmp_path / "out.json"
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "--task", str(task_file), "--human",
+                             "--model", model_dirs["causal"], "--json", str(out_json))
+    assert code == 0, err
+    assert "accuracy" in out and "{sentence} it was [P] ." in out
+    data = json.loads(out_json.read_text())
+    done, skipped = data["results"]
+    assert done["n"] == 4 and 0 <= done["accuracy"] <= 1
+    assert set(done["per_class_accuracy"]) == {"negative", "positive"}
+    # a causal LM cannot read text after [P]: that human prompt is skipped, with the reason
+    assert skipped["prompt"] == "{sentence} a [P] film ." and "must end what the model reads" in skipped["skipped"]
+    assert "skipped" in " ".join(err.split())
+
+
+def test_evaluate_masked_model(monkeypatch, capsys, model_dirs, task_file):
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "--task", str(task_file), "--prompt",
+                             "{sentence} it was [P] .", "--model", model_dirs["masked"])
+    assert code == 0, err
+    assert "macro-F1" in out
+
+
+def _error_case(tmp_path, task_file, name):
+    """(extra CLI args, expected message) for each user mistake."""
+    text = task_file.read_text()
+    bad = tmp_path / "bad.yaml"
+    cases = {
+        "malformed-yaml": ("name: [x\n", [], "malformed YAML"),
+        "unknown-key": (text + "colour: red\n", [], "unknown key 'colour'"),
+        "missing-data": (text.replace("test: d.tsv", "test: nope.tsv"), [], "data file not found"),
+        "empty-data": (text.replace("test: d.tsv", "test: empty.tsv"), [], "data file is empty"),
+        "label-outside": (text.replace("test: d.tsv", "test: badlabel.tsv"), [], "not one of the task's labels"),
+        "no-p": (text, ["--prompt", "{sentence} it was ."], "has no [P]"),
+        "two-p": (text, ["--prompt", "[P] {sentence} [P]"], "2 [P] slots"),
+        "unknown-field": (text, ["--prompt", "{review} it was [P]"], "uses {review}"),
+        "text-after-p": (text, ["--prompt", "[P] News: {sentence}"], "must end what the model reads"),
+        "multi-token-masked": (text, ["--prompt", "{sentence} it was [P] .", "--label-words",
+                                      "negative=filmed", "--label-words", "positive=great", "--masked"],
+                               "splits into 2 tokens"),
+        "unknown-model": (text, ["--prompt", "{sentence} it was [P] .", "--model", "no-org/no-such-model"],
+                          "not available offline"),
+    }
+    (tmp_path / "empty.tsv").write_text("")
+    (tmp_path / "badlabel.tsv").write_text("sentence\tlabel\nx\t5\n")
+    content, args, message = cases[name]
+    bad.write_text(content)
+    return bad, args, message
+
+
+ERRORS = ["malformed-yaml", "unknown-key", "missing-data", "empty-data", "label-outside", "no-p", "two-p",
+          "unknown-field", "text-after-p", "multi-token-masked", "unknown-model"]
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_user_mistakes_give_one_clear_message(monkeypatch, capsys, model_dirs, task_file, tmp_path, name):
+    (tmp_path / "d.tsv").write_text(task_file.parent.joinpath("d.tsv").read_text())
+    bad, args, message = _error_case(tmp_path, task_file, name)
+    model = model_dirs["causal"]
+    if "--masked" in args:
+        args = [a for a in args if a != "--masked"]
+        model = model_dirs["masked"]
+    if "--model" not in args:
+        args = [*args, "--model", model]
+    if "--prompt" not in args:
+        args = [*args, "--human"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "--task", str(bad), *args)
+    assert code == 2
+    flat = " ".join(err.split())
+    assert flat.startswith("error:") and message in flat, flat
+    assert "Traceback" not in err + out
+
+
+def test_unknown_task_and_split(monkeypatch, capsys, model_dirs):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--task", "sst2", "--human")
+    assert code == 2 and "did you mean 'sst-2'" in " ".join(err.split())
+
+
+def test_unknown_strategy_option_is_rejected(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "search", "--strategy", "no-such-strategy")
+    assert code == 2 and "unknown search strategy" in " ".join(err.split())
+
+
+def test_validate_and_list(monkeypatch, capsys, task_file):
+    code, out, _ = run_cli(monkeypatch, capsys, "validate", str(task_file))
+    assert code == 0 and "ok" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "list", "tasks")
+    assert code == 0 and "sst-2" in out and "bbc-news" in out

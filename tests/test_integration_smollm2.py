@@ -1,0 +1,44 @@
+"""Integration tests with the real SmolLM2-135M-Instruct and the shared 16-shot data."""
+
+import pytest
+import torch
+
+from autoprompt_search.evaluation import evaluate_prompt
+from autoprompt_search.models.loading import model_aliases
+from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.tasks import Task
+
+pytestmark = pytest.mark.integration
+
+
+def test_alias_is_cached_as_plain_safetensors(smollm2):
+    folder = model_aliases.get("smollm2-135m")()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    assert smollm2.kind == "causal" and smollm2.vocab_size == 49152
+
+
+def test_sst2_human_prompt_on_the_full_test_split(smollm2, data_root):
+    task = Task.load("sst-2", data_root=data_root)
+    ev = evaluate_prompt(smollm2, task, "{sentence} It was [P] .", "test", batch_size=64)
+    assert ev.metrics["n"] == 1821
+    # a 135M instruct model with terrible/great: clearly above chance, far from perfect
+    assert 0.6 < ev.metrics["accuracy"] < 0.95, ev.metrics
+
+
+def test_fast_path_equals_naive_on_smollm2(smollm2, data_root):
+    task = Task.load("agnews", data_root=data_root)
+    verb = {"World": ["World", "international politics"], "Sports": ["Sports"],
+            "Business": ["Business"], "Tech": ["Tech", "science and technology"]}
+    scorer = PromptScorer(smollm2, task, "{text} Topic: [P]", verb, batch_size=4)
+    ex = task.examples("dev")[:6]
+    torch.testing.assert_close(scorer.class_logprobs(ex), scorer.naive_class_logprobs(ex),
+                               atol=2e-3, rtol=1e-3)
+
+
+def test_lama_retrieval_ranks_objects(smollm2, data_root):
+    task = Task.load("lama-P103", data_root=data_root)
+    ev = evaluate_prompt(smollm2, task, task.prompts[0].template, "test", limit=64)
+    m = ev.metrics
+    assert m["n"] + m["skipped_multi_token"] == 64
+    assert 0 < m["precision_at_1"] <= m["precision_at_10"] <= 1  # native language: often right
