@@ -11,6 +11,7 @@ plus the spread across the human prompts. :mod:`autoprompt_search.report` render
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -26,8 +27,9 @@ from .api import PromptSpec, load_task, spec_from_result
 from .errors import UserError
 from .evaluation import evaluate_prompt
 from .models import LMBackend, load_model
-from .results import PromptResult
+from .results import PromptResult, write_json
 from .runs import RunDir
+from .scoring import Evaluation
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 from .tasks import Task
 from .templates import Field, Predict, Template, Text, Trigger
@@ -257,12 +259,46 @@ def run_curve(run_dir: Path) -> dict[str, Any] | None:
     return {"x": x_key or "record", "xs": xs, "series": series}
 
 
+def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
+               limit: int | None) -> str:
+    """What decides an evaluation: model, examples, template, verbalizer, triggers, framing."""
+    examples = task.examples(split)[:limit] if limit is not None else task.examples(split)
+    fs = spec.fewshot
+    key = {"model": backend.name, "task": task.name, "split": split, "limit": limit,
+           "examples": [[ex.fields, ex.label, ex.extra.get("label_text")] for ex in examples],
+           "template": spec.template, "verbalizer": spec.verbalizer or task.verbalizer,
+           "triggers": list(spec.triggers),
+           "fewshot": None if fs is None else [fs.instruction, fs.separator,
+                                               [[d.fields, d.label] for d in fs.demos]]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir) -> Evaluation:
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{_cache_key(backend, task, spec, split, limit)}.json"
+        if path.is_file():
+            d = json.loads(path.read_text())
+            return Evaluation(d["prompt"], split, d["metrics"], d["predictions"], d["gold"])
+    ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
+                         triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
+                         limit=limit)
+    if path is not None:
+        write_json(path, {"prompt": ev.prompt, "metrics": ev.metrics,
+                          "predictions": ev.predictions, "gold": ev.gold})
+    return ev
+
+
 def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBackend,
                     split: str = "test", limit: int | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                    similarity: bool = True, embed=embed_texts,
+                    similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
                     progress: bool = True) -> Comparison:
-    """Evaluate every prompt on the same examples of ``split`` and measure them."""
+    """Evaluate every prompt on the same examples of ``split`` and measure them.
+
+    With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
+    template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
+    """
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
     evals, kept, skipped = [], [], []
     for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):
@@ -271,9 +307,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             raise UserError(f"{entry.source}: its trigger ids were found for model '{spec.model}', "
                             f"not '{backend.name}'; compare with --model {spec.model}")
         try:
-            ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
-                                 triggers=spec.triggers, fewshot=spec.fewshot,
-                                 batch_size=batch_size, limit=limit)
+            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir)
         except UserError as exc:  # a prompt this model cannot read (e.g. [P] first for a causal LM)
             skipped.append({"name": entry.name, "kind": entry.kind, "prompt": entry.text,
                             "reason": str(exc)})
@@ -294,6 +328,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             "seed": entry.result.seed if entry.result else None,
             "verbalizer": entry.spec.verbalizer or task.verbalizer,
             "accuracy": m["accuracy"], "n": m["n"],
+            "correct": ev.correct.astype(int).tolist(),
             "accuracy_ci": list(accuracy_ci(ev.correct, resamples=resamples, seed=seed + k)),
             "words": words, "length_tokens": prompt_length(backend, words),
             "perplexity": perplexity(backend, words),

@@ -8,10 +8,10 @@ DATA=$(realpath "${AUTOPROMPT_SEARCH_DATA:-../shared/data}")
 for task in sst-2 agnews; do
   [ -f experiments/sensitivity/$task/compare.json ] || \
     $BIN/autoprompt-search compare --task $task --human --split test --limit $N \
-      --data-root "$DATA" --out experiments/sensitivity/$task
+      --data-root "$DATA" --cache-dir experiments/eval-cache --out experiments/sensitivity/$task
 done
 for task in sst-5 trec; do
   [ -f experiments/suite/human/$task/compare.json ] || \
     $BIN/autoprompt-search compare --task $task --human --split test --limit $N \
-      --data-root "$DATA" --out experiments/suite/human/$task
+      --data-root "$DATA" --cache-dir experiments/eval-cache --out experiments/suite/human/$task
 done

@@ -32,6 +32,7 @@ def compare(
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for intervals and the paired test.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     similarity: Annotated[bool, typer.Option("--similarity/--no-similarity", help="Semantic similarity to the human prompts (all-MiniLM-L6-v2).")] = True,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep per-prompt evaluations here and reuse them in later comparisons.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
     dtype: DtypeOpt = "float32",
@@ -61,7 +62,7 @@ def compare(
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
                            batch_size=batch_size, dtype=dtype, resamples=resamples, seed=seed,
-                           similarity=similarity)
+                           similarity=similarity, cache_dir=cache_dir)
     print_table(comp, console)
     paths = write_reports(comp, out)
     console.print(f"wrote {paths['json']}, {paths['html']} and {paths['markdown']}")
