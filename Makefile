@@ -37,3 +37,27 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# --- experiments and report screenshot (issue 6) --------------------------------------------
+# Budgets: human prompts on the first N=150 test examples per task, LAMA on the first 60 test
+# facts per relation (SmolLM2 on a shared 2-core CPU scores a few examples per second).
+# The search studies (experiments/gradient-sst2, experiments/blackbox, ...) have their own
+# scripts; the suite table picks up every result.json they leave under experiments/.
+experiments: install
+	OMP_NUM_THREADS=1 N=150 ./experiments/run_human.sh
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/lama/run.py --limit 60
+	$(BIN)/python experiments/lama/summarize.py
+	$(BIN)/python experiments/sensitivity/summarize.py
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/suite/table.py
+
+# Render a compare report in headless Chromium (Debian package `chromium`) and save a PNG.
+REPORT ?= experiments/sensitivity/sst-2/report.html
+SCREENSHOT ?= $(basename $(REPORT))-screenshot.png
+.PHONY: report-screenshot
+report-screenshot:
+	@command -v chromium >/dev/null || { echo "install chromium first: apt-get install -y chromium"; exit 2; }
+	@test -f $(REPORT) || { echo "no report at $(REPORT): run autoprompt-search compare ... --out DIR, then make report-screenshot REPORT=DIR/report.html"; exit 2; }
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+	  --disable-component-update --disable-sync --no-first-run --user-data-dir=$$(mktemp -d) \
+	  --screenshot=$(abspath $(SCREENSHOT)) --window-size=1200,2000 file://$(abspath $(REPORT)) 2>/dev/null
+	@echo "wrote $(SCREENSHOT)"

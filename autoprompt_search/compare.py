@@ -126,7 +126,9 @@ def collect_prompts(task: str | Path | None, found: list[Path] | None = None, hu
         if res.task not in (task_obj.name, str(task)):
             raise UserError(f"{rp} was found for task '{res.task}', not '{task_obj.name}'; "
                             "compare prompts of one task at a time")
-        spec = spec_from_result(res, data_root, split_seed)
+        # few-shot demonstrations come from the split the search used
+        seed = split_seed if split_seed is not None else res.config.get("data_seed")
+        spec = spec_from_result(res, data_root, seed)
         spec.task = task_obj
         run_dir = rp.parent if (rp.parent / "log.jsonl").is_file() else None
         label = rp.parent.name if rp.name == "result.json" else rp.stem
