@@ -34,3 +34,5 @@ def validate_file(path: str | Path, data: bool = False, data_root: Path | None =
     if kind == "task":
         raw = {k: v for k, v in raw.items() if k != "kind"}
     return validators.get(str(kind))(path, raw, data, data_root)
+
+from . import spaces as _spaces  # noqa: E402,F401  (registers the 'space' validator)

@@ -1,0 +1,384 @@
+"""Scoring prompt designs: in the coordinator's process, or on a pool of Ray actors.
+
+The black-box coordinator cuts each trial into jobs (one design, a chunk of
+examples) and hands them to a :class:`WorkerPool`:
+
+* :class:`InProcessPool` (``--workers 1``) scores jobs with the already-loaded model,
+  one at a time, without starting Ray (Ray's start costs seconds and ~500 MB);
+* :class:`RayPool` keeps one actor per worker (each loads the model once) with about
+  two jobs in flight per actor, on the local machine or on a cluster
+  (``ray_address="auto"`` or ``HOST:PORT``). An actor or node that dies mid-job gives
+  back a *lost* outcome: the coordinator re-queues the job on a live actor, and the
+  pool starts a replacement actor where the cluster still has room.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data import Example
+from ..encoding import FewShot
+from ..errors import UserError
+from ..models import LMBackend, load_model, wrap_model
+from ..scoring import PromptScorer
+from ..tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Design:
+    """One prompt design: template (with its [T] slots), trigger ids, verbalizer, few-shot framing."""
+
+    template: str
+    verbalizer: dict[str, list[str]]
+    triggers: tuple[int, ...] = ()
+    instruction: str = ""
+    demos: tuple[Example, ...] = ()
+    separator: str = "\n"
+
+    @property
+    def fewshot(self) -> FewShot | None:
+        if not self.instruction and not self.demos:
+            return None
+        return FewShot(self.instruction, self.demos, self.separator)
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.template, self.verbalizer, list(self.triggers), self.instruction,
+                           [d.id for d in self.demos], self.separator])
+
+
+@dataclass
+class Job:
+    """A chunk of one trial's examples to score with the trial's design."""
+
+    trial: int
+    chunk: int
+    design: Design
+    steps: tuple[int, ...]  # fixed example ids (positions in the search set), reported to the pruner
+    examples: tuple[Example, ...]
+    attempts: int = 0
+
+
+@dataclass
+class Outcome:
+    job: Job
+    scores: list[float] | None = None  # one per example: 1.0 correct, 0.0 wrong
+    error: UserError | None = None  # the design cannot be scored (bad template for this model, ...)
+    lost: bool = False  # the worker died: re-queue the job
+
+
+class DesignEvaluator:
+    """Scores designs on example chunks with one backend (keeps a few scorers cached)."""
+
+    def __init__(self, backend: LMBackend, task: Task, batch_size: int = 32, cache: int = 8) -> None:
+        self.backend = backend
+        self.task = task
+        self.batch_size = batch_size
+        self._scorers: OrderedDict[str, PromptScorer] = OrderedDict()
+        self._cache = cache
+
+    def scorer(self, design: Design) -> PromptScorer:
+        key = design.key
+        if key not in self._scorers:
+            self._scorers[key] = PromptScorer(self.backend, self.task, design.template,
+                                              design.verbalizer, design.fewshot, self.batch_size)
+            while len(self._scorers) > self._cache:
+                self._scorers.popitem(last=False)
+        self._scorers.move_to_end(key)
+        return self._scorers[key]
+
+    def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
+        logp = self.scorer(design).class_logprobs(list(examples), design.triggers)
+        gold = torch.tensor([ex.label for ex in examples])
+        return (logp.argmax(-1) == gold).float().tolist()
+
+
+@dataclass
+class BackendRecipe:
+    """How a worker gets its own copy of the model: load by spec, or unpickle a given model."""
+
+    spec: str
+    dtype: str = "float32"
+    device: str | None = None
+    model: Any = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_backend(cls, backend: LMBackend) -> BackendRecipe:
+        return cls(backend.name, model=backend.model, tokenizer=backend.tokenizer)
+
+    def build(self) -> LMBackend:
+        if self.model is not None:
+            return wrap_model(self.model, self.tokenizer, name=self.spec)
+        return load_model(self.spec, dtype=self.dtype, device=self.device)
+
+
+class WorkerPool(ABC):
+    """Runs jobs and hands back their outcomes."""
+
+    @property
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more jobs may be submitted now."""
+
+    @property
+    @abstractmethod
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet handed back."""
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    @abstractmethod
+    def submit(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def poll(self) -> list[Outcome]:
+        """Wait for at least one outcome (if any job is in flight) and return those ready."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InProcessPool(WorkerPool):
+    """Scores in the coordinator's own process, one job at a time (no Ray)."""
+
+    def __init__(self, evaluator: DesignEvaluator) -> None:
+        self.evaluator = evaluator
+        self._queue: list[Job] = []
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self._queue else 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def poll(self) -> list[Outcome]:
+        if not self._queue:
+            return []
+        job = self._queue.pop(0)
+        try:
+            return [Outcome(job, scores=self.evaluator.score(job.design, job.examples))]
+        except UserError as exc:
+            return [Outcome(job, error=exc)]
+
+
+# --- Ray ------------------------------------------------------------------------------
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage-stats upload
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # no multi-node clusters on desktop platforms
+    "RAY_DEDUP_LOGS": "1",
+}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` ("auto" or HOST:PORT) or start a local Ray on loopback.
+
+    Returns whether this call started or joined Ray (and so should shut it down).
+    """
+    import ray
+
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "logging_level": logging.WARNING}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address!r}: {exc}. Start it with "
+                        "`ray start --head` (and `ray start --address=HEAD:6379` on other machines), "
+                        "or leave out --ray-address to run on this machine") from None
+    return True
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)
+    class ScoringActor:
+        """Loads the model once and scores jobs for the coordinator."""
+
+        def __init__(self, recipe: BackendRecipe, task: Task, batch_size: int, threads: int) -> None:
+            torch.set_num_threads(max(1, threads))
+            self.evaluator = DesignEvaluator(recipe.build(), task, batch_size)
+
+        def ready(self) -> int:
+            return os.getpid()
+
+        def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
+            return self.evaluator.score(design, examples)
+
+    return ScoringActor
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    ready_ref: Any
+    ready: bool = False
+    jobs: dict[Any, Job] = field(default_factory=dict)  # object ref -> job
+
+
+class RayPool(WorkerPool):
+    """A pool of Ray actors with ``per_actor`` jobs in flight each; dead actors are replaced."""
+
+    def __init__(self, recipe: BackendRecipe, task: Task, workers: int, *, batch_size: int = 32,
+                 per_actor: int = 2, address: str | None = None, cpus_per_worker: int = 1,
+                 start_timeout: float = 300.0) -> None:
+        import ray
+
+        self._ray = ray
+        self.owns_ray = init_ray(address, num_cpus=None)
+        self.target = workers
+        self.per_actor = per_actor
+        self.cpus = cpus_per_worker
+        self.start_timeout = start_timeout
+        self._cls = _actor_class().options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
+        self._recipe = ray.put(recipe)
+        self._task = ray.put(task)
+        self._batch_size = batch_size
+        self.actors: list[_Actor] = []
+        self.restarts = 0
+        self.lost_jobs = 0
+        for _ in range(workers):
+            self._start_actor()
+
+    # --- actors -------------------------------------------------------------------
+    def _start_actor(self) -> None:
+        handle = self._cls.remote(self._recipe, self._task, self._batch_size, self.cpus)
+        self.actors.append(_Actor(handle, handle.ready.remote()))
+
+    def _alive_cpus(self) -> float:
+        return sum(n.get("Resources", {}).get("CPU", 0) for n in self._ray.nodes() if n.get("Alive"))
+
+    def _replace(self, dead: _Actor) -> None:
+        """Drop a dead actor and start a new one if the live nodes have room for it."""
+        if dead not in self.actors:
+            return
+        self.actors.remove(dead)
+        self._ray.kill(dead.handle, no_restart=True)
+        if (len(self.actors) + 1) * self.cpus <= self._alive_cpus():
+            self._start_actor()
+            self.restarts += 1
+            log.warning("a Ray worker died; started a replacement (%d restarts)", self.restarts)
+        else:
+            log.warning("a Ray worker died and the cluster has no room for a replacement; "
+                        "continuing with %d workers", len(self.actors))
+        if not self.actors:
+            raise UserError("every Ray worker died and none can be restarted; check the cluster "
+                            "(`ray status`) and continue the run with --resume")
+
+    @property
+    def workers(self) -> int:
+        return len(self.actors)
+
+    @property
+    def free_slots(self) -> int:
+        return sum(self.per_actor - len(a.jobs) for a in self.actors if a.ready)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(a.jobs) for a in self.actors)
+
+    def submit(self, job: Job) -> None:
+        ready = [a for a in self.actors if a.ready and len(a.jobs) < self.per_actor]
+        if not ready:
+            raise RuntimeError("submit() with no free slot")
+        actor = min(ready, key=lambda a: len(a.jobs))
+        actor.jobs[actor.handle.score.remote(job.design, job.examples)] = job
+
+    def poll(self) -> list[Outcome]:
+        ray = self._ray
+        waiting = {a.ready_ref: a for a in self.actors if not a.ready}
+        jobs = {ref: a for a in self.actors for ref in a.jobs}
+        if not waiting and not jobs:
+            return []
+        timeout = None if jobs else self.start_timeout
+        ready, _ = ray.wait(list(waiting) + list(jobs), num_returns=1, timeout=timeout)
+        if not ready:
+            raise UserError(f"no Ray worker started within {self.start_timeout:.0f} s; the "
+                            "cluster may lack free CPUs (`ray status`)")
+        # collect everything that is ready now, not just the first
+        ready, _ = ray.wait(list(waiting) + list(jobs), num_returns=len(waiting) + len(jobs),
+                            timeout=0)
+        outcomes: list[Outcome] = []
+        for ref in ready:
+            if ref in waiting:
+                actor = waiting[ref]
+                try:
+                    ray.get(ref)
+                    actor.ready = True
+                except ray.exceptions.RayError as exc:  # the actor could not start
+                    if isinstance(exc, UserError):
+                        raise
+                    self._replace(actor)
+                continue
+            actor = jobs[ref]
+            if ref not in actor.jobs:  # already handed back as lost with its dead actor
+                continue
+            job = actor.jobs.pop(ref)
+            try:
+                outcomes.append(Outcome(job, scores=ray.get(ref)))
+            except UserError as exc:  # raised by the design, not by a crash
+                outcomes.append(Outcome(job, error=exc))
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError):
+                # the actor is gone: this job and every other job it held go back to the queue
+                lost = [job, *actor.jobs.values()]
+                actor.jobs.clear()
+                for j in lost:
+                    self.lost_jobs += 1
+                    j.attempts += 1
+                    outcomes.append(Outcome(j, lost=True))
+                self._replace(actor)
+        return outcomes
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor.handle, no_restart=True)
+        self.actors = []
+        if self.owns_ray:
+            self._ray.shutdown()
+
+
+def make_pool(workers: int, *, backend: LMBackend | None, recipe: BackendRecipe, task: Task,
+              batch_size: int, address: str | None = None, per_actor: int = 2) -> WorkerPool:
+    """``workers == 1`` without an address: in-process; else a Ray actor pool."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if workers == 1 and not address:
+        return InProcessPool(DesignEvaluator(backend if backend is not None else recipe.build(),
+                                             task, batch_size))
+    start = time.perf_counter()
+    pool = RayPool(recipe, task, workers, batch_size=batch_size, per_actor=per_actor, address=address)
+    log.info("Ray pool of %d workers requested in %.1f s", workers, time.perf_counter() - start)
+    return pool
