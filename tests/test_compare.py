@@ -196,3 +196,27 @@ def test_cli_compare_error_exits_2_without_traceback(tmp_path, tiny_dir, tiny_lo
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "found for model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_headless_chromium(comparison, tmp_path):
+    """Opt-in (-m slow): needs Debian's chromium; the default suite does not."""
+    import shutil
+
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    _, _, comp = comparison
+    paths = write_reports(comp, tmp_path / "rep")
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,2000", f"file://{paths['html']}"],
+                   capture_output=True, timeout=120, check=True)
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    assert img.size == (1200, 2000)
+    # the page is not blank: plots and table put dark pixels in the upper half
+    dark = sum(1 for px in img.crop((0, 0, 1200, 1000)).getdata() if px < 128)
+    assert dark > 5000
