@@ -38,11 +38,18 @@ def test_fast_batched_losses_equal_slow_direct_computation(tiny_backend, toy_tas
     rows = torch.randint(5, tiny_backend.vocab_size, (6, 2), generator=gen)
     batch = obj.encode(examples, rows[0].tolist())
     if tiny_backend.kind == "causal":
-        assert batch.prefix is not None and min(batch.cut) > 1  # the prefix cache is used
+        assert batch.prefix is not None and batch.prefix.mask.shape[1] > 1  # prefix cache in use
     fast = obj.losses(batch, rows)
     slow = obj.naive_losses(examples, rows)
     assert torch.allclose(fast, slow, atol=1e-5), (fast, slow)
     assert fast.std() > 0  # the candidates really differ
+    # class scores of one trigger sequence = the scorer's (vocabulary-normalised) ones
+    ours = obj.class_scores(batch, rows[2].tolist())
+    ref = torch.log_softmax(scorer.class_logprobs(examples, rows[2].tolist()), -1)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    # a subset of the encoded examples scores like encoding the subset
+    sub = obj.losses(batch.select([1, 3]), rows)
+    assert torch.allclose(sub, obj.naive_losses([examples[1], examples[3]], rows), atol=1e-5)
 
 
 def test_gradient_matches_finite_difference_direction(tiny_causal, toy_task):
@@ -51,10 +58,29 @@ def test_gradient_matches_finite_difference_direction(tiny_causal, toy_task):
     obj = TriggerObjective(scorer)
     examples = toy_task.examples("train")
     triggers = [tiny_causal.encoder.text_ids("the", True)[0]] * 3
-    grad, loss = obj.gradient(examples, triggers)
-    assert grad.shape == (3, tiny_causal.input_embeddings().shape[1])
     batch = obj.encode(examples, triggers)
+    grad, loss = obj.gradient(batch, triggers)
+    assert grad.shape == (3, tiny_causal.input_embeddings().shape[1])
     assert loss == pytest.approx(float(obj.losses(batch, torch.tensor([triggers]))[0]), abs=1e-5)
+    # through the cached prefix (a constant) = through the whole sequence
+    full = TriggerObjective(scorer, use_prefix_cache=False)
+    full_batch = full.encode(examples, triggers)
+    assert batch.prefix is not None and full_batch.prefix is None
+    grad_full, loss_full = full.gradient(full_batch, triggers)
+    assert torch.allclose(grad, grad_full, atol=1e-5) and loss == pytest.approx(loss_full)
+    # finite differences along a random direction agree with the gradient
+    b = torch.arange(len(batch))
+    rows = torch.tensor([triggers]).expand(len(b), -1)
+    base = tiny_causal.embed(torch.tensor(triggers)).detach()
+    direction = torch.randn(base.shape, generator=torch.Generator().manual_seed(0)) * base.std()
+
+    def loss_at(t):
+        with torch.no_grad():
+            return float(obj._row_loss(obj._forward(batch, b, rows, t), batch.gold).mean())
+
+    eps = 1e-2
+    fd = (loss_at(base + eps * direction) - loss_at(base - eps * direction)) / (2 * eps)
+    assert fd == pytest.approx(float((grad * direction).sum()), rel=0.05, abs=1e-6)
     # no model weight received a gradient
     assert all(p.grad is None for p in tiny_causal.model.parameters())
 

@@ -31,7 +31,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Example
-from ..encoding import EncodedPrompt
 from ..errors import UserError
 from ..models.base import LMBackend, PaddedBatch, PrefixCache
 from ..results import PromptResult
@@ -111,17 +110,32 @@ class GradientConfig:
 
 @dataclass
 class EncodedBatch:
-    """Training examples encoded once; the trigger slots are overwritten per candidate."""
+    """Examples encoded once; the trigger slots are overwritten per candidate.
 
-    prompts: list[EncodedPrompt]
+    For causal LMs the tokens before the first trigger of each example live in a
+    key/value cache (``prefix``, row ``prefix_rows[b]`` for example b) and only the
+    suffix from the first trigger to [P] is run again per candidate.
+    """
+
     gold: torch.Tensor  # [B]
-    cut: list[int]  # tokens per example held in the prefix cache (0: no cache)
     prefix: PrefixCache | None
+    prefix_rows: torch.Tensor  # [B] row of each example in ``prefix``
     suffix: torch.Tensor  # [B, L] right-padded ids after the cut
     suffix_mask: torch.Tensor  # [B, L]
     suffix_len: torch.Tensor  # [B]
     trig_pos: torch.Tensor  # [B, P] trigger positions relative to the cut
     pred_pos: torch.Tensor  # [B] predict position relative to the cut
+
+    def __len__(self) -> int:
+        return len(self.gold)
+
+    def select(self, index: Sequence[int]) -> EncodedBatch:
+        """The examples ``index`` (sharing this batch's prefix cache)."""
+        i = torch.tensor(list(index), dtype=torch.long)
+        d = i.to(self.suffix.device)
+        return EncodedBatch(self.gold[i], self.prefix, self.prefix_rows[d], self.suffix[d],
+                            self.suffix_mask[d], self.suffix_len[d], self.trig_pos[d],
+                            self.pred_pos[d])
 
 
 class TriggerObjective:
@@ -141,6 +155,8 @@ class TriggerObjective:
                 f"label word {word!r} splits into {len(ids)} tokens {pieces}; gradient search "
                 "scores single-token label words. Pick another word (see `autoprompt-search "
                 "search-labels`) or pass a verbalizer of single-token words.")
+        if scorer.fewshot is not None:
+            raise UserError("gradient search does not support few-shot demonstrations")
         self.scorer = scorer
         self.backend: LMBackend = scorer.backend
         self.forward_batch = forward_batch
@@ -149,55 +165,93 @@ class TriggerObjective:
 
     # --- encoding ----------------------------------------------------------------------
     def encode(self, examples: Sequence[Example], triggers: Sequence[int]) -> EncodedBatch:
+        """Encode ``examples`` (with any trigger ids: the slots are overwritten later)."""
         backend = self.backend
+        device = backend.device
         prompts = self.scorer.encode(examples, list(triggers))
         cut = [p.prefix_len if self.use_prefix_cache else 0 for p in prompts]
         if min(cut) < 1:
             cut = [0] * len(prompts)
-        prefix = backend.encode_prefix([p.ids[:c] for p, c in zip(prompts, cut)]) if cut[0] else None
+        prefix = None
+        if cut[0]:
+            parts = [backend.encode_prefix([p.ids[:c] for p, c in zip(prompts[i : i + 64],
+                                                                      cut[i : i + 64])])
+                     for i in range(0, len(prompts), 64)]
+            prefix = parts[0] if len(parts) == 1 else _concat_prefix(parts)
         suffix = backend.pad([p.ids[c:] for p, c in zip(prompts, cut)])
         return EncodedBatch(
-            prompts=prompts,
             gold=torch.tensor([ex.label for ex in examples]),
-            cut=cut,
             prefix=prefix,
+            prefix_rows=torch.arange(len(prompts), device=device),
             suffix=suffix.input_ids,
             suffix_mask=suffix.attention_mask,
             suffix_len=suffix.attention_mask.sum(-1),
             trig_pos=torch.tensor([[t - c for t in p.trigger_pos] for p, c in zip(prompts, cut)],
-                                  device=backend.device),
-            pred_pos=torch.tensor([p.predict_pos - c for p, c in zip(prompts, cut)],
-                                  device=backend.device),
+                                  device=device),
+            pred_pos=torch.tensor([p.predict_pos - c for p, c in zip(prompts, cut)], device=device),
         )
 
-    def _row_loss(self, hidden: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    def _class_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.backend.head(hidden, self.label_ids).float()  # [R, W]
-        classes = self.scorer.label_words.class_scores(logits)  # [R, C] (normaliser cancels)
+        return self.scorer.label_words.class_scores(logits)  # [R, C]; the normaliser cancels
+
+    def _row_loss(self, hidden: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        classes = self._class_scores(hidden)
         return -torch.log_softmax(classes, -1).gather(1, gold[:, None].to(classes.device))[:, 0]
+
+    def _forward(self, batch: EncodedBatch, b: torch.Tensor, rows: torch.Tensor,
+                 trig_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states at [P] for examples ``b`` with trigger ids ``rows`` ([R, P])."""
+        width = int(batch.suffix_len[b].max())
+        ids = batch.suffix[b, :width].clone()
+        ids.scatter_(1, batch.trig_pos[b], rows)
+        padded = PaddedBatch(ids, batch.suffix_mask[b, :width])
+        kw = {}
+        if batch.prefix is not None:
+            kw = {"prefix": batch.prefix, "prefix_rows": batch.prefix_rows[b]}
+        if trig_embeds is not None:  # trigger embeddings that receive gradients
+            emb = self.backend.embed(ids).detach()
+            r = torch.arange(len(b), device=ids.device)[:, None].expand_as(rows)
+            slot = torch.arange(rows.shape[1], device=ids.device)[None, :].expand_as(rows)
+            emb = emb.index_put((r.reshape(-1), batch.trig_pos[b].reshape(-1)),
+                                trig_embeds[slot.reshape(-1)])
+            kw["inputs_embeds"] = emb
+        return self.backend.hidden_at(padded, batch.pred_pos[b], **kw)
 
     # --- fast batched candidate scoring ----------------------------------------------------
     @torch.inference_mode()
     def losses(self, batch: EncodedBatch, rows: torch.Tensor) -> torch.Tensor:
-        """``[N]`` mean loss over the batch of each trigger sequence in ``rows`` ``[N, P]``."""
+        """``[N]`` mean loss over the batch of each trigger sequence in ``rows`` ``[N, P]``.
+
+        All candidate x example pairs go through forward passes of ``forward_batch``
+        rows, examples of similar length together.
+        """
         device = self.backend.device
-        n, num_ex = rows.shape[0], len(batch.prompts)
+        n, num_ex = rows.shape[0], len(batch)
         rows = rows.to(device)
         order = sorted(range(num_ex), key=lambda b: int(batch.suffix_len[b]))
         ex_idx = torch.tensor(order, device=device).repeat_interleave(n)
         cand_idx = torch.arange(n, device=device).repeat(num_ex)
+        gold = batch.gold.to(device)
         total = torch.zeros(n, dtype=torch.float64)
         for start in range(0, len(ex_idx), self.forward_batch):
             b = ex_idx[start : start + self.forward_batch]
             c = cand_idx[start : start + self.forward_batch]
-            width = int(batch.suffix_len[b].max())
-            ids = batch.suffix[b, :width].clone()
-            ids.scatter_(1, batch.trig_pos[b], rows[c])
-            padded = PaddedBatch(ids, batch.suffix_mask[b, :width])
-            kw = {"prefix": batch.prefix, "prefix_rows": b} if batch.prefix is not None else {}
-            hidden = self.backend.hidden_at(padded, batch.pred_pos[b], **kw)
-            loss = self._row_loss(hidden, batch.gold.to(device)[b])
+            loss = self._row_loss(self._forward(batch, b, rows[c]), gold[b])
             total.index_add_(0, c.cpu(), loss.double().cpu())
         return (total / num_ex).float()
+
+    @torch.inference_mode()
+    def class_scores(self, batch: EncodedBatch, triggers: Sequence[int]) -> torch.Tensor:
+        """``[B, C]`` class scores (log-softmax over classes) of every example for ``triggers``."""
+        device = self.backend.device
+        trig = torch.tensor(list(triggers), device=device)
+        out = []
+        for start in range(0, len(batch), self.forward_batch):
+            b = torch.arange(start, min(start + self.forward_batch, len(batch)), device=device)
+            hidden = self._forward(batch, b, trig[None, :].expand(len(b), -1))
+            out.append(torch.log_softmax(self._class_scores(hidden), -1).cpu())
+        return torch.cat(out)
 
     # --- the slow reference -------------------------------------------------------------------
     @torch.inference_mode()
@@ -218,33 +272,47 @@ class TriggerObjective:
         return torch.tensor(out)
 
     # --- gradient ---------------------------------------------------------------------------
-    def gradient(self, examples: Sequence[Example], triggers: Sequence[int]) -> tuple[torch.Tensor, float]:
-        """(``[P, d]`` gradient of the mean loss w.r.t. the trigger embeddings, the mean loss)."""
+    def gradient(self, batch: EncodedBatch, triggers: Sequence[int]) -> tuple[torch.Tensor, float]:
+        """(``[P, d]`` gradient of the mean loss w.r.t. the trigger embeddings, the mean loss).
+
+        Only the trigger embeddings get gradients (the model's weights are frozen);
+        for causal LMs the cached prefix is a constant and only the suffix is back-propagated.
+        """
         backend = self.backend
         device = backend.device
         trig_ids = torch.tensor(list(triggers), device=device)
-        grad = None
+        gold = batch.gold.to(device)
+        grad = torch.zeros(len(trig_ids), backend.input_embeddings().shape[1])
         total = 0.0
-        prompts = self.scorer.encode(examples, list(triggers))
-        gold_all = torch.tensor([ex.label for ex in examples], device=device)
         step = max(1, self.forward_batch // 4)
         with torch.enable_grad():
-            for start in range(0, len(prompts), step):
-                chunk = prompts[start : start + step]
-                padded = backend.pad([p.ids for p in chunk])
+            for start in range(0, len(batch), step):
+                b = torch.arange(start, min(start + step, len(batch)), device=device)
                 trig = backend.embed(trig_ids).detach().clone().requires_grad_(True)  # [P, d]
-                emb = backend.embed(padded.input_ids).detach()
-                rows = torch.arange(len(chunk), device=device)[:, None].expand(-1, len(trig_ids))
-                pos = torch.tensor([p.trigger_pos for p in chunk], device=device)
-                slot = torch.arange(len(trig_ids), device=device)[None, :].expand(len(chunk), -1)
-                emb = emb.index_put((rows.reshape(-1), pos.reshape(-1)), trig[slot.reshape(-1)])
-                hidden = backend.hidden_at(padded, torch.tensor([p.predict_pos for p in chunk],
-                                                                device=device), inputs_embeds=emb)
-                loss = self._row_loss(hidden, gold_all[start : start + len(chunk)]).sum() / len(prompts)
+                hidden = self._forward(batch, b, trig_ids[None, :].expand(len(b), -1), trig)
+                loss = self._row_loss(hidden, gold[b]).sum() / len(batch)
                 (g,) = torch.autograd.grad(loss, trig)
-                grad = g if grad is None else grad + g
+                grad += g.float().cpu()
                 total += float(loss.detach())
-        return grad.float(), total
+        return grad, total
+
+
+def _concat_prefix(parts: list[PrefixCache]) -> PrefixCache:
+    """One prefix cache from several (right-padded to the longest)."""
+    width = max(p.mask.shape[1] for p in parts)
+
+    def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+        extra = width - t.shape[dim]
+        if not extra:
+            return t
+        shape = list(t.shape)
+        shape[dim] = extra
+        return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+    layers = [(torch.cat([pad(p.layers[i][0], 2) for p in parts]),
+               torch.cat([pad(p.layers[i][1], 2) for p in parts]))
+              for i in range(len(parts[0].layers))]
+    return PrefixCache(layers, torch.cat([pad(p.mask, 1) for p in parts]))
 
 
 def _words(scorer: PromptScorer) -> list[str]:
@@ -322,9 +390,13 @@ class GradientSearch(Searcher):
                             "--ascii-only or --deny")
         config = {**self.resolved_config(ctx), "template": template_src}
         state = ctx.run.start(config, ctx.resume) if ctx.run is not None else None
-        if state is None:
-            current = self._initial(template, backend, allowed, human)
-            dev_acc, dev_loss = self._dev(scorer, dev, current)
+        fresh = state is None
+        current = self._initial(template, backend, allowed, human) if fresh else state["current"]
+        # every example's prefix (before the first trigger) is run once for the whole search
+        train = objective.encode(train, current)
+        dev = objective.encode(dev, current)
+        if fresh:
+            dev_acc, dev_loss = self._dev(objective, dev, current)
             state = {"iteration": 0, "current": current, "best": list(current),
                      "best_dev_accuracy": dev_acc, "best_dev_loss": dev_loss,
                      "initial_dev_accuracy": dev_acc, "current_loss": None, "since_best": 0,
@@ -337,11 +409,11 @@ class GradientSearch(Searcher):
             self._restore_rngs(state["rngs"])
             ctx.run.truncate_log(state["iteration"])
             state["stopped"] = None  # budgets may have been raised for the resumed run
-        self._loop(ctx, state, template, objective, scorer, train, dev, allowed)
-        return self._result(ctx, state, template, template_src, scorer, train)
+        self._loop(ctx, state, template, objective, train, dev, allowed)
+        return self._result(ctx, state, template, template_src, scorer, objective, train)
 
     # --- the loop -------------------------------------------------------------------------------
-    def _loop(self, ctx, state, template, objective, scorer, train, dev, allowed) -> None:
+    def _loop(self, ctx, state, template, objective, train, dev, allowed) -> None:
         cfg = self.config
         backend = ctx.backend
         emb = backend.input_embeddings()
@@ -354,8 +426,7 @@ class GradientSearch(Searcher):
                 if cfg.time_budget and time.perf_counter() - started >= cfg.time_budget:
                     state["stopped"] = "time budget"
                     break
-                record = self._step(state, template, objective, scorer, train, dev, allowed, emb,
-                                    backend)
+                record = self._step(state, template, objective, train, dev, allowed, emb, backend)
                 state["elapsed"] = time.perf_counter() - started
                 record["time"] = round(state["elapsed"], 3)
                 if cfg.patience and state["since_best"] >= cfg.patience:
@@ -375,17 +446,19 @@ class GradientSearch(Searcher):
         if state["stopped"] is None:
             state["stopped"] = "iterations"
 
-    def _batches(self, train: list[Example]) -> list[list[Example]]:
+    def _batches(self, train: EncodedBatch) -> list[EncodedBatch]:
+        """``accumulation_steps`` training batches (all examples if there are few)."""
         cfg = self.config
         out = []
         for _ in range(cfg.accumulation_steps):
             if cfg.batch_size >= len(train):
-                out.append(list(train))
+                out.append(train)
             else:
-                out.append(self.rng.sample(train, cfg.batch_size))
+                out.append(train.select(sorted(self.rng.sample(range(len(train)),
+                                                               cfg.batch_size))))
         return out
 
-    def _step(self, state, template, objective, scorer, train, dev, allowed, emb, backend) -> dict:
+    def _step(self, state, template, objective, train, dev, allowed, emb, backend) -> dict:
         cfg = self.config
         current = torch.tensor(state["current"])
         batches = self._batches(train)
@@ -408,8 +481,7 @@ class GradientSearch(Searcher):
         tried = len(rows)
         if len(rows):
             rows = rows[retokenize_mask(backend.tokenizer, template, rows)]
-        encoded = objective.encode(batches[-1], state["current"])
-        losses = objective.losses(encoded, torch.cat([current[None], rows]))
+        losses = objective.losses(batches[-1], torch.cat([current[None], rows]))
         current_loss, cand_losses = float(losses[0]), losses[1:]
         accepted = False
         best_cand_loss = None
@@ -428,7 +500,7 @@ class GradientSearch(Searcher):
                   "dev_accuracy": None}
         state["since_best"] += 1
         if accepted:
-            dev_acc, dev_loss = self._dev(scorer, dev, state["current"])
+            dev_acc, dev_loss = self._dev(objective, dev, state["current"])
             record.update(dev_accuracy=dev_acc, dev_loss=dev_loss)
             if (dev_acc, -dev_loss) > (state["best_dev_accuracy"], -state["best_dev_loss"]):
                 state.update(best=list(state["current"]), best_dev_accuracy=dev_acc,
@@ -436,9 +508,11 @@ class GradientSearch(Searcher):
         record["best_dev_accuracy"] = state["best_dev_accuracy"]
         return record
 
-    def _dev(self, scorer: PromptScorer, dev: list[Example], triggers: list[int]) -> tuple[float, float]:
-        scores = scorer.class_logprobs(dev, triggers)
-        gold = torch.tensor([ex.label for ex in dev])
+    def _dev(self, objective: TriggerObjective, dev: EncodedBatch,
+             triggers: list[int]) -> tuple[float, float]:
+        """(accuracy, mean loss) of ``triggers`` on the encoded examples ``dev``."""
+        scores = objective.class_scores(dev, triggers)
+        gold = dev.gold
         acc = float((scores.argmax(-1) == gold).float().mean())
         loss = float(-torch.log_softmax(scores, -1).gather(1, gold[:, None]).mean())
         return acc, loss
@@ -462,12 +536,12 @@ class GradientSearch(Searcher):
         ctx.run.save_checkpoint(state)
 
     # --- result ---------------------------------------------------------------------------------
-    def _result(self, ctx, state, template, template_src, scorer, train) -> PromptResult:
+    def _result(self, ctx, state, template, template_src, scorer, objective, train) -> PromptResult:
         backend = ctx.backend
         best = [int(t) for t in state["best"]]
         texts = token_texts(backend.tokenizer)
         tokens = [texts[t] for t in best]
-        train_acc, train_loss = self._dev(scorer, train, best)
+        train_acc, train_loss = self._dev(objective, train, best)
         return PromptResult(
             task=task_reference(ctx.task), template=template_src, prompt=template.render(triggers=tokens),
             model=backend.name, strategy=self.name, seed=self.seed,
