@@ -479,6 +479,8 @@ class BlackBoxSearcher(Searcher):
             fewshot = {"instruction": design.instruction, "demo_ids": [d.id for d in design.demos],
                        "split": bound.space.demos.split, "separator": design.separator}
         task_ref = ctx.task.name if ctx.task.name in available_tasks() else ctx.task.source
+        if task_ref == ctx.task.source and Path(task_ref).is_file():
+            task_ref = str(Path(task_ref).resolve())  # a task file: reloadable from anywhere
         return PromptResult(
             task=task_ref, template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
