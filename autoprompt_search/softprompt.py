@@ -1,0 +1,319 @@
+"""Soft prompts: continuous vectors at a template's [T] slots, scored with gradients.
+
+* :class:`SoftScorer` -- class log-probabilities of examples when the [T] slots hold
+  given vectors instead of token embeddings (differentiable in the vectors); the
+  same class score as :class:`~autoprompt_search.scoring.PromptScorer` (log-sum-exp of
+  label-word log-probs, multi-token words scored as a sequence by causal LMs).
+* :class:`SoftPrompt` -- the saved artifact: ``soft_prompt.safetensors`` (one tensor
+  ``soft_prompt`` of shape ``[K, d]``) plus ``soft_prompt.json`` (template, model, task,
+  verbalizer, dimensions, scores, provenance). :meth:`SoftPrompt.load` also reads a
+  PEFT prompt-tuning adapter folder.
+* :func:`projection_mask` / :func:`round_trips` -- which tokens a projection may pick,
+  and whether a projected prompt's text re-tokenises to the projected ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .encoding import EncodedPrompt
+from .errors import UserError
+from .metrics import classification_metrics
+from .models.base import LMBackend, PrefixCache
+from .results import atomic_write, provenance, write_json
+from .scoring import Evaluation, PromptScorer
+from .tasks import Task
+from .templates import Template
+
+SOFT_FORMAT = "autoprompt-search/soft-prompt"
+TENSOR_FILE = "soft_prompt.safetensors"
+META_FILE = "soft_prompt.json"
+
+
+# --- differentiable scoring -------------------------------------------------------
+class SoftScorer:
+    """Class scores with vectors in the [T] slots; gradients flow into the vectors."""
+
+    def __init__(self, backend: LMBackend, task: Task, template: str | Template,
+                 verbalizer: dict[str, list[str]] | None = None) -> None:
+        if task.is_open_vocabulary:
+            raise UserError(f"task '{task.name}' is open-vocabulary (LAMA); soft prompts and PEZ "
+                            "support classification tasks")
+        self.scorer = PromptScorer(backend, task, template, verbalizer)
+        self.backend = backend
+        self.task = task
+        self.template = self.scorer.template
+        self.num_slots = self.template.num_triggers
+        if self.num_slots == 0:
+            raise UserError(f"template {self.template.source!r} has no [T] slot for a soft prompt; "
+                            "add some, e.g. '{sentence} [T] [T] [T] [P] .'")
+        self.label_words = self.scorer.label_words
+        self.dim = backend.input_embeddings().shape[1]
+
+    def encode(self, examples: Sequence) -> list[EncodedPrompt]:
+        """Encode examples with placeholder ids in the [T] slots (replaced by vectors later)."""
+        return self.scorer.encode(examples, [self.backend.pad_id] * self.num_slots)
+
+    def cache(self, prompts: Sequence[EncodedPrompt]) -> PrefixCache | None:
+        """Key/value states of each prompt's tokens before its first [T] (causal LMs only).
+
+        That part never changes during training, so it is run once; later calls of
+        :meth:`word_logprobs` pass ``prefix`` and the row of each prompt in it.
+        """
+        if not self.backend.supports_prefix_cache or min(p.prefix_len for p in prompts) < 1:
+            return None
+        cache = self.backend.encode_prefix([p.ids[: p.prefix_len] for p in prompts])
+        # plain tensors (not inference tensors), so autograd may save them
+        layers = [(k.clone(), v.clone()) for k, v in cache.layers]
+        return PrefixCache(layers, cache.mask.clone())
+
+    def word_logprobs(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor,
+                      prefix: PrefixCache | None = None,
+                      prefix_rows: Sequence[int] | None = None) -> torch.Tensor:
+        """[N, W] label-word log-probs; ``vectors`` is [K, d] (the soft prompt).
+
+        With ``prefix`` (from :meth:`cache`), prompt n continues cached row ``prefix_rows[n]``
+        and only its tokens from the first [T] on are run.
+        """
+        backend = self.backend
+        dev = backend.device
+        words = self.label_words.word_ids
+        multi = [(w, ids) for w, ids in enumerate(words) if len(ids) > 1]
+        rows, positions, owner, base_rows = [], [], [], []
+        for n, p in enumerate(prompts):
+            cut = p.prefix_len if prefix is not None else 0
+            base_rows.append(len(rows))
+            rows.append(list(p.ids[cut:]))
+            positions.append([p.predict_pos - cut])
+            owner.append(n)
+            for _, ids in multi:
+                rows.append(list(p.ids[cut:]) + list(ids[:-1]))
+                positions.append([p.predict_pos - cut + j for j in range(len(ids))])
+                owner.append(n)
+        width = max(len(x) for x in positions)
+        pos = torch.tensor([x + [x[-1]] * (width - len(x)) for x in positions], device=dev)
+        batch = backend.pad(rows)
+        emb = backend.embed(batch.input_ids).detach()
+        r_idx, p_idx, s_idx = [], [], []
+        for r, n in enumerate(owner):
+            cut = prompts[n].prefix_len if prefix is not None else 0
+            for s, t in enumerate(prompts[n].trigger_pos):
+                r_idx.append(r)
+                p_idx.append(t - cut)
+                s_idx.append(s)
+        values = vectors.to(device=dev, dtype=emb.dtype)[torch.tensor(s_idx, device=dev)]
+        emb = emb.index_put((torch.tensor(r_idx, device=dev), torch.tensor(p_idx, device=dev)), values)
+        kw = {}
+        if prefix is not None:
+            rows_of = list(prefix_rows) if prefix_rows is not None else list(range(len(prompts)))
+            kw = {"prefix": prefix, "prefix_rows": torch.tensor([rows_of[n] for n in owner], device=dev)}
+        hidden = backend.hidden_at(batch, pos, inputs_embeds=emb, **kw)  # [R, width, d]
+        logp = torch.log_softmax(backend.head(hidden).float(), dim=-1)
+        base = torch.tensor(base_rows, device=dev)
+        first = self.label_words.first_ids.to(dev)
+        out = logp[base, 0][:, first]  # [N, W]
+        if multi:
+            extra = torch.zeros_like(out)
+            for k, (w, ids) in enumerate(multi):
+                sel = base + 1 + k  # the row for word w follows its example's base row
+                rest = torch.tensor(ids[1:], device=dev)
+                steps = torch.arange(1, len(ids), device=dev)
+                picked = logp[sel][:, steps].gather(-1, rest[None, :, None].expand(len(sel), -1, 1))
+                extra = extra.index_put((torch.arange(len(sel), device=dev),
+                                         torch.full((len(sel),), w, device=dev)), picked[..., 0].sum(-1))
+            out = out + extra
+        return out
+
+    def class_logprobs(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor,
+                       prefix: PrefixCache | None = None,
+                       prefix_rows: Sequence[int] | None = None) -> torch.Tensor:
+        """[N, C] class log-probs (log-sum-exp of the class's label words)."""
+        return self.label_words.class_scores(self.word_logprobs(prompts, vectors, prefix, prefix_rows))
+
+    def loss(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor, gold: Sequence[int],
+             prefix: PrefixCache | None = None, prefix_rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Mean cross-entropy of the gold class (class scores renormalised over the classes)."""
+        scores = self.class_logprobs(prompts, vectors, prefix, prefix_rows)
+        return torch.nn.functional.cross_entropy(scores, torch.tensor(list(gold), device=scores.device))
+
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence, vectors: torch.Tensor, split: str = "dev",
+                 batch_size: int = 32, prefix: PrefixCache | None = None,
+                 progress: bool = False) -> Evaluation:
+        """Accuracy, macro-F1 and per-example results of the soft prompt on ``examples``
+        (``prefix``: the :meth:`cache` of these examples' prompts, when scored repeatedly)."""
+        prompts = self.encode(examples)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+        scores = torch.empty(len(prompts), len(self.task.labels))
+        for start in tqdm(range(0, len(order), batch_size), desc="scoring soft prompt",
+                          unit="batch", disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            scores[idx] = self.class_logprobs([prompts[i] for i in idx], vectors, prefix,
+                                              idx if prefix is not None else None).cpu()
+        pred = scores.argmax(-1).numpy()
+        gold = np.array([ex.label for ex in examples])
+        metrics = classification_metrics(gold, pred, self.task.labels)
+        ce = torch.nn.functional.cross_entropy(scores, torch.as_tensor(gold))
+        metrics["loss"] = float(ce)
+        return Evaluation(self.template.source + " (soft)", split, metrics, pred.tolist(),
+                          gold.tolist(), scores.tolist())
+
+
+# --- the saved artifact -------------------------------------------------------------
+@dataclass
+class SoftPrompt:
+    """A soft prompt: ``[K, d]`` vectors for the [T] slots of ``template``, with metadata."""
+
+    vectors: torch.Tensor
+    template: str | None = None
+    model: str | None = None
+    task: str | None = None
+    verbalizer: dict[str, list[str]] | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    source: str = "autoprompt-search"  # or "peft"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": SOFT_FORMAT, "tensor_file": TENSOR_FILE, "tensor_name": "soft_prompt",
+            "num_slots": self.num_slots, "dim": self.dim, "template": self.template,
+            "model": self.model, "task": self.task, "verbalizer": self.verbalizer,
+            "scores": self.scores, "config": self.config, "source": self.source,
+            "extra": self.extra, "versions": provenance(),
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``soft_prompt.safetensors`` and ``soft_prompt.json`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{TENSOR_FILE}.tmp"
+        save_file({"soft_prompt": self.vectors.detach().float().cpu().contiguous()}, str(tmp))
+        tmp.replace(folder / TENSOR_FILE)
+        write_json(folder / META_FILE, self.metadata())
+        return folder / META_FILE
+
+    @classmethod
+    def load(cls, path: str | Path) -> SoftPrompt:
+        """Read a saved soft prompt (its folder, JSON or tensor file), a run folder of the
+        ``soft`` strategy, or a PEFT prompt-tuning adapter folder."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"soft prompt not found: {path}")
+        if path.is_dir() and (path / "adapter_config.json").is_file():
+            return load_peft_prompt(path)
+        if path.is_dir():
+            path = path / META_FILE
+        elif path.suffix == ".safetensors":
+            path = path.with_name(META_FILE)
+        if not path.is_file():
+            raise UserError(f"{path.parent}: no {META_FILE} (a saved soft prompt) and no "
+                            "adapter_config.json (a PEFT prompt-tuning adapter)")
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc.msg})") from None
+        if meta.get("format") != SOFT_FORMAT:
+            raise UserError(f"{path}: not an autoprompt-search soft prompt (format '{SOFT_FORMAT}')")
+        tensor_path = path.parent / meta.get("tensor_file", TENSOR_FILE)
+        if not tensor_path.is_file():
+            raise UserError(f"{path}: its tensor file {tensor_path.name} is missing")
+        vectors = load_file(str(tensor_path))[meta.get("tensor_name", "soft_prompt")]
+        if list(vectors.shape) != [meta["num_slots"], meta["dim"]]:
+            raise UserError(f"{tensor_path}: shape {list(vectors.shape)} does not match the metadata "
+                            f"[{meta['num_slots']}, {meta['dim']}]")
+        return cls(vectors.float(), meta.get("template"), meta.get("model"), meta.get("task"),
+                   meta.get("verbalizer"), meta.get("scores") or {}, meta.get("config") or {},
+                   meta.get("source", "autoprompt-search"), meta.get("extra") or {})
+
+
+def load_peft_prompt(folder: Path) -> SoftPrompt:
+    """The virtual-token embeddings of a PEFT prompt-tuning adapter as a soft prompt.
+
+    PEFT puts the virtual tokens before the whole input, so the template is the
+    virtual tokens as [T] slots followed by the task's own prompt (chosen by the caller).
+    """
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    kind = config.get("peft_type")
+    if kind != "PROMPT_TUNING":
+        raise UserError(f"{folder}: a PEFT adapter of type {kind!r}; only PROMPT_TUNING adapters hold "
+                        "virtual-token embeddings that can be projected")
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    elif (folder / "adapter_model.bin").is_file():
+        state = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise UserError(f"{folder}: no adapter_model.safetensors or adapter_model.bin")
+    keys = [k for k in state if k.endswith("prompt_embeddings")]
+    if len(keys) != 1:
+        raise UserError(f"{folder}: expected one 'prompt_embeddings' tensor, found {sorted(state)}")
+    vectors = state[keys[0]].float()
+    n = int(config.get("num_virtual_tokens") or vectors.shape[0])
+    if (config.get("num_transformer_submodules") or 1) > 1:
+        vectors = vectors[:n]  # encoder-decoder models keep one copy per submodule
+    return SoftPrompt(vectors, template=None, model=config.get("base_model_name_or_path"),
+                      source="peft", extra={"adapter": str(folder), "num_virtual_tokens": n})
+
+
+# --- token filters and the re-tokenisation check ------------------------------------
+_MASKS: dict[tuple, torch.Tensor] = {}
+
+
+def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only: bool = True,
+                    exclude_ids: Sequence[int] = ()) -> torch.Tensor:
+    """[V] boolean: tokens a projection may pick -- the gradient search's trigger filter
+    (:func:`autoprompt_search.tokens.allowed_token_mask`: no special tokens; with
+    ``whole_words`` only word-start alphabetic tokens; with ``ascii_only`` printable ASCII)."""
+    from .tokens import allowed_token_mask
+
+    key = (id(backend), whole_words, ascii_only, tuple(exclude_ids))
+    if key not in _MASKS:
+        _MASKS[key] = allowed_token_mask(backend.tokenizer, backend.vocab_size, whole_words=whole_words,
+                                         ascii_only=ascii_only, exclude_ids=exclude_ids)
+    return _MASKS[key]
+
+
+def render_triggers(backend: LMBackend, template: Template, ids: Sequence[int]) -> str:
+    """The template as text with the trigger ids decoded into its [T] slots."""
+    return template.render([backend.encoder.decode_trigger(i) for i in ids])
+
+
+def round_trips(backend: LMBackend, template: Template, ids: Sequence[int]) -> bool:
+    """Whether the rendered prompt's text tokenises back to exactly the scored ids."""
+    from .tokens import retokenizes
+
+    return retokenizes(backend.tokenizer, backend.encoder.prepare(template), list(ids))
+
+
+def save_tensor_state(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomically save a dict of tensors (search checkpoints)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(tensors, tmp)
+    tmp.replace(path)
+
+
+__all__ = ["SoftPrompt", "SoftScorer", "atomic_write", "load_peft_prompt", "projection_mask",
+           "render_triggers", "round_trips"]
