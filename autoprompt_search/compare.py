@@ -249,13 +249,22 @@ def run_curve(run_dir: Path) -> dict[str, Any] | None:
         return None
     x_key = next((k for k in ("step", "iteration", "trial", "epoch") if k in history[0]), None)
     xs = [rec.get(x_key, i) if x_key else i for i, rec in enumerate(history)]
-    series: dict[str, list[float | None]] = {}
-    for key in history[0]:
-        if key == x_key or not any(w in key for w in ("score", "acc", "loss", "value", "best", "f1")):
-            continue
+    keys = list(dict.fromkeys(k for rec in history for k in rec if k != x_key))
+
+    def numeric(key: str) -> list[float | None] | None:
         vals = [rec.get(key) for rec in history]
-        if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in vals):
-            series[key] = [None if v is None or not math.isfinite(v) else float(v) for v in vals]
+        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in vals):
+            return None
+        return [None if v is None or not math.isfinite(v) else float(v) for v in vals]
+
+    # scores (accuracy, objective value) first; losses only when a run logs no score
+    series: dict[str, list[float | None]] = {}
+    for words in ({"acc", "accuracy", "score", "value", "f1"}, {"loss"}):
+        for key in keys:
+            if words & set(key.lower().split("_")) and (vals := numeric(key)) is not None:
+                series[key] = vals
+        if series:
+            break
     if not series:
         return None
     return {"x": x_key or "record", "xs": xs, "series": series}
