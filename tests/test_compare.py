@@ -140,6 +140,13 @@ def test_search_curve_from_the_run_log(comparison, tmp_path, toy_yaml, tiny_load
     assert curve["series"] == {"dev_accuracy": [0.4, 0.5, 0.5, 0.6]}
     (tmp_path / "log.jsonl").write_text("")
     assert run_curve(tmp_path) is None
+    # keys that appear later count; counts such as "scored" are not scores; losses only as fallback
+    (tmp_path / "log.jsonl").write_text('{"trial": 0, "value": 0.5, "loss": 2.0}\n'
+                                        '{"trial": 1, "value": 0.6, "best_value": 0.6, "scored": 9}\n')
+    curve = run_curve(tmp_path)
+    assert curve["x"] == "trial" and curve["series"] == {"value": [0.5, 0.6], "best_value": [None, 0.6]}
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    assert run_curve(tmp_path)["series"] == {"loss": [2.0, 1.5]}
 
 
 def test_reports_are_self_contained(comparison, tmp_path):
