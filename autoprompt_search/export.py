@@ -112,6 +112,8 @@ def export_prompts(paths: list[Path], fmt: str, out: Path | None) -> str | list[
         return written
     if out is None:
         return text
+    if out.is_dir():
+        out = out / f"{items[0].name}.{fmt}"
     atomic_write(out, text)
     return [out]
 
