@@ -21,6 +21,7 @@ import os
 import statistics
 from pathlib import Path
 
+from autoprompt_search.errors import UserError
 from autoprompt_search.compare import collect_prompts, compare_prompts, load_comparison
 from autoprompt_search.models import load_model
 from autoprompt_search.report import write_reports
@@ -50,6 +51,21 @@ def found_results(task: str, model: str) -> list[Path]:
         if res.task == task and res.model == model:
             out.append(path)
     return out
+
+
+def soft_test(backend, task, run: Path, limit: int, best_human: dict) -> dict:
+    """Test accuracy of a soft run's vectors on the same examples as the human prompts."""
+    from autoprompt_search.softprompt import SoftPrompt, SoftScorer
+
+    try:
+        soft = SoftPrompt.load(run)
+    except UserError as exc:
+        print(f"{run}: no soft vectors to score ({exc})")
+        return {"test_accuracy": None, "p_vs_best_human": None}
+    scorer = SoftScorer(backend, task, soft.template, soft.verbalizer)
+    ev = scorer.evaluate(task.examples("test")[:limit], soft.vectors.to(backend.device), "test")
+    return {"test_accuracy": ev.metrics["accuracy"],
+            "p_vs_best_human": mcnemar(ev.correct.astype(int), best_human["correct"]).p_exact}
 
 
 def fmt(values: list[float]) -> str:
@@ -91,6 +107,11 @@ def main() -> None:
                     continue
                 row, res = by_source[e.source], e.result
                 method = METHODS.get(res.strategy, res.strategy)
+                anchor = res.config.get("anchor_weight") or 0
+                soft_name = "soft prompt (vectors)"
+                if res.strategy == "soft" and anchor:
+                    method += f", anchored {anchor:g}"
+                    soft_name += f", anchored {anchor:g}"
                 rec = {"run": str(Path(e.source).parent.relative_to(EXPERIMENTS)),
                        "split_seed": res.config.get("data_seed"), "prompt": res.prompt,
                        "test_accuracy": row["accuracy"],
@@ -98,9 +119,10 @@ def main() -> None:
                        "seconds": res.extra.get("seconds"), "perplexity": row["perplexity"]}
                 entry["methods"].setdefault(method, []).append(rec)
                 if res.strategy == "soft":
-                    soft = {**rec, "test_accuracy": res.scores.get("test_accuracy"),
-                            "dev_accuracy": res.scores.get("dev_accuracy"), "p_vs_best_human": None}
-                    entry["methods"].setdefault("soft prompt (vectors)", []).append(soft)
+                    soft = soft_test(backend, task_obj, Path(e.source).parent, limit, best_h)
+                    soft = {**rec, **soft, "dev_accuracy": res.scores.get("dev_accuracy"),
+                            "perplexity": None}
+                    entry["methods"].setdefault(soft_name, []).append(soft)
         table[task] = entry
     write_json(HERE / "table.json", table)
     atomic_write(HERE / "table.md", render(table, args.model))
