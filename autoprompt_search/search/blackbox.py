@@ -447,6 +447,7 @@ class BlackBoxSearcher(Searcher):
                 run.trial.set_user_attr("examples", run.steps)
                 finish(run.trial, run, TrialState.PRUNED)
 
+        loop_start = time.perf_counter()
         while True:
             while pool.free_slots > 0:
                 job = next_job()
@@ -458,7 +459,8 @@ class BlackBoxSearcher(Searcher):
             for out in pool.poll():
                 handle(out)
         bar.close()
-        return {"trials_done": done, "pruned": pruned, "failed": failed}
+        return {"trials_done": done, "pruned": pruned, "failed": failed,
+                "loop_seconds": round(time.perf_counter() - loop_start, 3)}
 
     # --- export -------------------------------------------------------------------------
     def _export(self, ctx, study, bound: BoundSpace, search, config, stats) -> PromptResult:

@@ -271,6 +271,20 @@ class RayPool(WorkerPool):
         self.lost_jobs = 0
         for _ in range(workers):
             self._start_actor()
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        """Block until every first actor has loaded its model (so timings measure scoring)."""
+        ray = self._ray
+        refs = {a.ready_ref: a for a in self.actors}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.start_timeout)
+        if not ready:
+            self.close()
+            raise UserError(f"no Ray worker started within {self.start_timeout:.0f} s; the cluster "
+                            "may lack free CPUs (`ray status`)")
+        for ref in ready:
+            ray.get(ref)  # an actor that failed to load the model raises here
+            refs[ref].ready = True
 
     # --- actors -------------------------------------------------------------------
     def _start_actor(self) -> None:
@@ -299,7 +313,8 @@ class RayPool(WorkerPool):
 
     @property
     def workers(self) -> int:
-        return len(self.actors)
+        """Actors that are up (a replacement waiting for a free CPU does not count)."""
+        return sum(a.ready for a in self.actors)
 
     @property
     def free_slots(self) -> int:
