@@ -219,3 +219,16 @@ def test_cli_lists_the_strategy_options():
     assert out.exit_code == 0
     for option in ("--trials", "--workers", "--ray-address", "--sampler", "--storage", "--space"):
         assert option in out.output
+
+
+def test_masked_lm_search_keeps_predict_first_templates(toy_task, tiny_masked, tmp_path):
+    """A masked LM reads [P] anywhere, so a human prompt with text after [P] stays in the space."""
+    space = {**SPACE, "templates": ["[P] : {sentence}"], "verbalizers": {}}
+    path = tmp_path / "masked.yaml"
+    path.write_text(yaml.safe_dump(space))
+    result = run_search("optuna", task=toy_task, model="tiny-masked", out=tmp_path / "run", seed=0,
+                        options={"space": str(path), "trials": 4, **FAST}, backend=tiny_masked,
+                        progress=False)
+    records = _log(tmp_path / "run")
+    assert [r["human"] for r in records[:2]] == ["{sentence} it was [P] .", "{sentence} a [P] film ."]
+    assert result.extra["left_out"] == [] and len(records) == 4
