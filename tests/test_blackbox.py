@@ -154,6 +154,7 @@ def test_wilcoxon_pruner_stops_weak_designs_and_spares_human_prompts(
     assert len(records) == 12
     pruned = [r for r in records if r["state"] == "PRUNED"]
     assert pruned and all(r["examples"] < 12 and r["human"] is None for r in pruned)
+    assert all(r["value"] is None and r["partial_accuracy"] == 0.0 for r in pruned)
     assert all(r["state"] == "COMPLETE" and r["examples"] == 12 for r in records if r["human"])
     assert result.scores["search_accuracy"] == 1.0 and result.extra["pruned"] == len(pruned)
 

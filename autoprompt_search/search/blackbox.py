@@ -444,7 +444,9 @@ class BlackBoxSearcher(Searcher):
                 run.trial.set_user_attr("examples", len(scores))
                 finish(run.trial, run, TrialState.COMPLETE, value=sum(scores) / len(scores))
             elif run.human is None and run.trial.should_prune():
+                scores = [s for c in run.done.values() for s in c]
                 run.trial.set_user_attr("examples", run.steps)
+                run.trial.set_user_attr("partial_accuracy", sum(scores) / len(scores))
                 finish(run.trial, run, TrialState.PRUNED)
 
         loop_start = time.perf_counter()
@@ -526,7 +528,9 @@ def _best_value(study) -> float | None:
 def _record(t: optuna.trial.FrozenTrial, step: int) -> dict[str, Any]:
     seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
         if t.datetime_complete and t.datetime_start else None
-    return {"step": step, "trial": t.number, "state": t.state.name, "value": t.value,
+    value = t.value if t.state == TrialState.COMPLETE else None
+    return {"step": step, "trial": t.number, "state": t.state.name, "value": value,
+            "partial_accuracy": t.user_attrs.get("partial_accuracy"),
             "examples": t.user_attrs.get("examples"), "human": t.user_attrs.get("human"),
             "error": t.user_attrs.get("error"), "seconds": seconds, "params": t.params}
 
