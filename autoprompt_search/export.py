@@ -43,6 +43,8 @@ def load_results(paths: list[Path]) -> list[Exported]:
     out: list[Exported] = []
     for path in paths:
         path = Path(path)
+        if not path.exists():
+            raise UserError(f"no such run folder or result file: {path}")
         if path.is_dir() and not (path / "result.json").is_file():
             found = sorted(path.glob("*/result.json"))
             if not found:

@@ -58,6 +58,8 @@ def test_jsonl_and_several_runs(tmp_path, run, tiny_loaded, toy_yaml):  # noqa: 
         export_prompts([run, tmp_path / "run-b"], "json", None)
     written = export_prompts([tmp_path], "json", tmp_path / "exported")  # a folder of runs
     assert sorted(p.name for p in written) == ["run-a.json", "run-b.json"]
+    with pytest.raises(UserError, match="no such run folder"):
+        export_prompts([tmp_path / "missing"], "txt", None)
     with pytest.raises(UserError, match="unknown export format"):
         export_prompts([run], "csv", None)
 
