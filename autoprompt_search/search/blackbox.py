@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,8 +323,10 @@ class BlackBoxSearcher(Searcher):
         if exists:
             n_done = sum(counted(t) for t in optuna.load_study(study_name=study_name,
                                                                storage=storage).trials)
-        pruner = (optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold)
-                  if cfg.pruner == "wilcoxon" else optuna.pruners.NopPruner())
+        with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            pruner = (optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold)
+                      if cfg.pruner == "wilcoxon" else optuna.pruners.NopPruner())
         study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                     sampler=self._sampler(n_done), pruner=pruner,
                                     load_if_exists=exists)
@@ -560,7 +563,9 @@ def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
         out["param_importances.png"] = "skipped: fewer than 2 completed trials with varied params"
     for name, fn in plots.items():
         try:
-            ax = fn(study)
+            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = fn(study)
         except (ValueError, RuntimeError) as exc:  # optuna refuses (e.g. one distinct value)
             out[name] = f"skipped: {exc}"
             continue
