@@ -127,6 +127,10 @@ def main() -> None:
     ap.add_argument("--naive-candidates", type=int, default=2,
                     help="candidates the naive loop scores (it is slow)")
     ap.add_argument("--forward-batch", type=int, default=256)
+    ap.add_argument("--forward-tokens", type=int, default=1024)
+    ap.add_argument("--naive-dtype", default=None, choices=["float32", "bfloat16"],
+                    help="dtype of the naive side (default: --dtype); the original AutoPrompt "
+                         "code runs in float32")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
 
@@ -139,7 +143,8 @@ def main() -> None:
         backend = load_model(args.model, dtype=args.dtype)
     examples = task.examples("train")[: args.batch]
     scorer = PromptScorer(backend, task, args.template)
-    objective = TriggerObjective(scorer, forward_batch=args.forward_batch)
+    objective = TriggerObjective(scorer, forward_batch=args.forward_batch,
+                                 forward_tokens=args.forward_tokens)
     n_trig = scorer.template.num_triggers
     triggers = ([int(backend.tokenizer.mask_token_id)] * n_trig if backend.kind == "masked"
                 else [backend.encoder.text_ids("the", True)[0]] * n_trig)
@@ -169,6 +174,10 @@ def main() -> None:
 
     # naive: the first few of the same candidates, one at a time
     naive_rows = rows[: args.naive_candidates]
+    naive_dtype = args.naive_dtype or args.dtype
+    if naive_dtype != args.dtype:  # the same weights in the naive side's dtype
+        backend.model.to(getattr(torch, naive_dtype))
+        print(f"naive side runs in {naive_dtype}, ours in {args.dtype}")
     naive_scores(backend, scorer, examples[:2], naive_rows[:1])  # warm-up
     naive, naive_s = naive_scores(backend, scorer, examples, naive_rows)
     naive_rate = len(naive_rows) * len(examples) / naive_s

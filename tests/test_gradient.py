@@ -32,7 +32,8 @@ def test_registered():
 
 def test_fast_batched_losses_equal_slow_direct_computation(tiny_backend, toy_task):
     scorer = PromptScorer(tiny_backend, toy_task, "Review : {sentence} so [T] [T] [P] .")
-    obj = TriggerObjective(scorer, forward_batch=7)  # chunks cut across examples and candidates
+    # chunks cut across examples and candidates, by rows and by tokens
+    obj = TriggerObjective(scorer, forward_batch=7, forward_tokens=40)
     examples = toy_task.examples("train")
     gen = torch.Generator().manual_seed(1)
     rows = torch.randint(5, tiny_backend.vocab_size, (6, 2), generator=gen)

@@ -72,7 +72,10 @@ class GradientConfig:
     accumulation_steps: int = field(default=1, metadata={
         "help": "Training batches whose gradients are summed per iteration."})
     forward_batch: int = field(default=256, metadata={
-        "help": "Rows (candidate x example) per forward pass."})
+        "help": "At most this many rows (candidate x example) per forward pass."})
+    forward_tokens: int = field(default=1024, metadata={
+        "help": "At most this many tokens (rows x padded width) per forward pass; smaller "
+                "passes use the CPU cache better."})
     eval_batch_size: int = field(default=64, metadata={"help": "Examples per forward pass on dev."})
     init: str = field(default="neutral", metadata={
         "help": "Initial triggers: neutral ([MASK] for masked LMs, else --init-word), random "
@@ -96,7 +99,7 @@ class GradientConfig:
         if self.init not in INIT_CHOICES:
             raise UserError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
         for name in ("k", "iterations", "batch_size", "accumulation_steps", "forward_batch",
-                     "eval_batch_size", "num_triggers"):
+                     "forward_tokens", "eval_batch_size", "num_triggers"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, "
                                 f"got {getattr(self, name)}")
@@ -142,7 +145,7 @@ class TriggerObjective:
     """Cross-entropy of the gold class for trigger ids: batched candidate losses and gradients."""
 
     def __init__(self, scorer: PromptScorer, forward_batch: int = 256,
-                 use_prefix_cache: bool = True) -> None:
+                 use_prefix_cache: bool = True, forward_tokens: int = 1024) -> None:
         if scorer.label_words is None:
             raise UserError("gradient search needs a classification task with a verbalizer; "
                             f"'{scorer.task.name}' is an open-vocabulary task")
@@ -160,6 +163,7 @@ class TriggerObjective:
         self.scorer = scorer
         self.backend: LMBackend = scorer.backend
         self.forward_batch = forward_batch
+        self.forward_tokens = forward_tokens
         self.use_prefix_cache = use_prefix_cache and self.backend.supports_prefix_cache
         self.label_ids = scorer.label_words.first_ids.to(self.backend.device)
 
@@ -223,8 +227,9 @@ class TriggerObjective:
     def losses(self, batch: EncodedBatch, rows: torch.Tensor) -> torch.Tensor:
         """``[N]`` mean loss over the batch of each trigger sequence in ``rows`` ``[N, P]``.
 
-        All candidate x example pairs go through forward passes of ``forward_batch``
-        rows, examples of similar length together.
+        All candidate x example pairs go through forward passes of at most
+        ``forward_batch`` rows and ``forward_tokens`` tokens, examples of similar
+        length together (little padding).
         """
         device = self.backend.device
         n, num_ex = rows.shape[0], len(batch)
@@ -232,11 +237,17 @@ class TriggerObjective:
         order = sorted(range(num_ex), key=lambda b: int(batch.suffix_len[b]))
         ex_idx = torch.tensor(order, device=device).repeat_interleave(n)
         cand_idx = torch.arange(n, device=device).repeat(num_ex)
+        widths = batch.suffix_len.to(device)[ex_idx].tolist()  # ascending
         gold = batch.gold.to(device)
         total = torch.zeros(n, dtype=torch.float64)
-        for start in range(0, len(ex_idx), self.forward_batch):
-            b = ex_idx[start : start + self.forward_batch]
-            c = cand_idx[start : start + self.forward_batch]
+        start = 0
+        while start < len(ex_idx):
+            end = start + 1
+            while (end < len(ex_idx) and end - start < self.forward_batch
+                   and (end + 1 - start) * widths[end] <= self.forward_tokens):
+                end += 1
+            b, c = ex_idx[start:end], cand_idx[start:end]
+            start = end
             loss = self._row_loss(self._forward(batch, b, rows[c]), gold[b])
             total.index_add_(0, c.cpu(), loss.double().cpu())
         return (total / num_ex).float()
@@ -247,8 +258,9 @@ class TriggerObjective:
         device = self.backend.device
         trig = torch.tensor(list(triggers), device=device)
         out = []
-        for start in range(0, len(batch), self.forward_batch):
-            b = torch.arange(start, min(start + self.forward_batch, len(batch)), device=device)
+        step = max(1, min(self.forward_batch, self.forward_tokens // int(batch.suffix_len.max())))
+        for start in range(0, len(batch), step):
+            b = torch.arange(start, min(start + step, len(batch)), device=device)
             hidden = self._forward(batch, b, trig[None, :].expand(len(b), -1))
             out.append(torch.log_softmax(self._class_scores(hidden), -1).cpu())
         return torch.cat(out)
@@ -377,7 +389,7 @@ class GradientSearch(Searcher):
             raise UserError(f"template {template_src!r} has no [T] slot to search; add some, e.g. "
                             "'{sentence} [T] [T] [T] [P] .'")
         scorer = PromptScorer(backend, task, template, batch_size=cfg.eval_batch_size)
-        objective = TriggerObjective(scorer, cfg.forward_batch)
+        objective = TriggerObjective(scorer, cfg.forward_batch, forward_tokens=cfg.forward_tokens)
         train, dev = task.examples("train"), task.examples("dev")
         if not train or not dev:
             raise UserError(f"task '{task.name}' needs train and dev examples for a search")
