@@ -317,3 +317,68 @@ def save_tensor_state(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 __all__ = ["SoftPrompt", "SoftScorer", "atomic_write", "load_peft_prompt", "projection_mask",
            "render_triggers", "round_trips"]
+
+
+# --- projection report (the ``project`` command) ------------------------------------
+def resolve_template(soft: SoftPrompt, task: Task | None, template: str | None) -> str | None:
+    """The template the soft prompt's vectors fill: given, saved, or (PEFT) the virtual
+    tokens as [T] slots before the task's first human prompt."""
+    if template is not None:
+        return template
+    if soft.template is not None:
+        return soft.template
+    if task is None:
+        return None
+    if not task.prompts:
+        raise UserError(f"task '{task.name}' has no human prompt to put after the PEFT virtual "
+                        "tokens; pass --template with one [T] per virtual token")
+    return "[T]" * soft.num_slots + task.prompts[0].template
+
+
+def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "cosine", top_n: int = 5,
+                        whole_words: bool = True, ascii_only: bool = True, task: Task | None = None,
+                        template: str | None = None, split: str = "dev", limit: int | None = None,
+                        evaluate: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Project a soft prompt to its nearest tokens; with a task, evaluate the soft prompt and
+    the projected hard prompt on the same examples of ``split``."""
+    from .projection import project
+
+    dim = backend.input_embeddings().shape[1]
+    if soft.dim != dim:
+        raise UserError(f"the soft prompt has {soft.dim}-dimensional vectors but {backend.name}'s "
+                        f"embeddings are {dim}-dimensional; pass the base model it was trained for")
+    allowed = projection_mask(backend, whole_words=whole_words, ascii_only=ascii_only)
+    proj = project(soft.vectors.to(backend.device), backend.input_embeddings(), metric, top_n, allowed)
+    dec = backend.encoder.decode_trigger
+    slots = []
+    for k in range(soft.num_slots):
+        neigh = [{"id": int(i), "token": dec(int(i)), "distance": float(d)}
+                 for i, d in zip(proj.neighbour_ids[k], proj.neighbour_distance[k])]
+        slots.append({"slot": k, "id": neigh[0]["id"], "token": neigh[0]["token"],
+                      "distance": neigh[0]["distance"], "neighbours": neigh[1:]})
+    report: dict[str, Any] = {"model": backend.name, "metric": metric, "num_slots": soft.num_slots,
+                              "trigger_ids": proj.token_ids, "slots": slots,
+                              "mean_distance": float(proj.distance.mean()), "source": soft.source}
+    src = resolve_template(soft, task, template)
+    if src is None:
+        return report
+    parsed = Template.parse(src, task.fields if task is not None else None)
+    if parsed.num_triggers != soft.num_slots:
+        raise UserError(f"template {src!r} has {parsed.num_triggers} [T] slots; the soft prompt has "
+                        f"{soft.num_slots} vectors")
+    prepared = backend.encoder.prepare(parsed)
+    report.update(template=src, prompt=render_triggers(backend, parsed, proj.token_ids),
+                  round_trips=round_trips(backend, parsed, proj.token_ids))
+    if task is None or not evaluate:
+        return report
+    verbalizer = soft.verbalizer or None
+    examples = task.examples(split)[:limit]
+    soft_ev = SoftScorer(backend, task, prepared, verbalizer).evaluate(
+        examples, soft.vectors.to(backend.device), split, progress=progress)
+    scorer = PromptScorer(backend, task, prepared, verbalizer)
+    scores = scorer.class_logprobs(examples, proj.token_ids, progress=progress)
+    gold = np.array([ex.label for ex in examples])
+    hard = classification_metrics(gold, scores.argmax(-1).numpy(), task.labels)
+    report["evaluation"] = {"task": task.name, "split": split, "n": len(examples),
+                            "soft": soft_ev.metrics, "projected": hard}
+    return report
