@@ -55,11 +55,13 @@ def single(args) -> dict:
     from ray.cluster_utils import Cluster
 
     n = int(args.single.split(":")[1])
-    cluster = Cluster(initialize_head=True, connect=True, head_node_args=dict(LOOPBACK))
+    cluster = Cluster(initialize_head=True, head_node_args=dict(LOOPBACK))
     try:
         for _ in range(n - 1):
             cluster.add_node(**LOOPBACK)
         cluster.wait_for_nodes()
+        # the driver joins on loopback too (else it looks for a raylet at the machine's address)
+        ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
         return one_run(args, n, address=cluster.address)  # Ray actors even for n=1
     finally:
         ray.shutdown()
@@ -80,6 +82,8 @@ def main() -> None:
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray reads this at import: 0 makes every simulated node use the loopback address
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if args.single:
         print("RESULT " + json.dumps(single(args)), flush=True)
         return

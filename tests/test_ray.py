@@ -58,9 +58,11 @@ def _search(task, backend, run, trials, **options):
 def test_two_node_cluster_survives_losing_a_node(toy_yaml, tiny_causal, tmp_path):
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, connect=True, head_node_args=dict(LOOPBACK))
+    cluster = Cluster(initialize_head=True, head_node_args=dict(LOOPBACK))
     worker = cluster.add_node(**LOOPBACK)
     cluster.wait_for_nodes()
+    # the driver joins on loopback too (else it looks for a raylet at the machine's address)
+    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
     run = tmp_path / "run"
     removed = threading.Event()
 

@@ -190,7 +190,6 @@ class InProcessPool(WorkerPool):
 # --- Ray ------------------------------------------------------------------------------
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage-stats upload
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # no multi-node clusters on desktop platforms
     "RAY_DEDUP_LOGS": "1",
 }
 
@@ -200,10 +199,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
     Returns whether this call started or joined Ray (and so should shut it down).
     """
-    import ray
-
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
+    import ray
+
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
@@ -211,7 +210,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     try:
         if address:
             ray.init(address=address, **kwargs)
-        else:
+        else:  # a private Ray on this machine, bound to loopback
             ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     except ConnectionError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address!r}: {exc}. Start it with "
