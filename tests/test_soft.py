@@ -237,3 +237,31 @@ def test_project_command(tiny_dir, tmp_path, monkeypatch, capsys):
     assert code == 2 and "error" in err
     code, out, err = cli("project", str(tmp_path / "adapter"), "--model", str(tiny_dir), "--metric", "l1")
     assert code == 2 and "unknown distance" in err
+
+
+def test_train_and_dev_limits_take_every_class(toy_task):
+    """Data files are often sorted by label: a limit must not keep only the first classes."""
+    from autoprompt_search.search.soft import SoftSearch
+
+    examples = toy_task.examples("train")  # six positive, then six negative
+    assert [e.label for e in examples[:4]] == [1, 1, 1, 1]
+    subset = SoftSearch(seed=3)._subset(examples, 4)
+    assert sorted(e.label for e in subset) == [0, 0, 1, 1]
+    assert subset == SoftSearch(seed=3)._subset(examples, 4)
+    assert SoftSearch(seed=3)._subset(examples, None) == examples
+
+
+def test_fluency_command(tiny_dir, tmp_path, monkeypatch, capsys):
+    from autoprompt_search.results import PromptResult
+
+    PromptResult(task="toy", template="{sentence} [T] [T] [P]", prompt="{sentence} great film [P]",
+                 model="m", strategy="gradient", seed=0, trigger_tokens=[" great", " film"]
+                 ).save(tmp_path / "r")
+    monkeypatch.setattr(sys, "argv", ["autoprompt-search", "fluency", str(tmp_path / "r"), "--model",
+                                      str(tiny_dir)])
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    out = capsys.readouterr().out
+    assert "great film" in out and "trigger ppl" in out

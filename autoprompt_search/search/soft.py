@@ -76,11 +76,12 @@ class ContinuousConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the optimiser."})
     batch_size: int = field(default=16, metadata={"help": "Training examples per step."})
     train_limit: int | None = field(default=None, metadata={
-        "help": "Use only the first N training examples."})
+        "help": "Use only N training examples (a seeded subset with the classes interleaved)."})
     eval_every: int = field(default=10, metadata={
         "help": "Score on the dev split (and checkpoint) every N steps; the best dev prompt is kept."})
     dev_limit: int | None = field(default=None, metadata={
-        "help": "Select on the first N dev examples only (the final score uses the whole dev split)."})
+        "help": "Select on N dev examples only (seeded, classes interleaved; the final score "
+                "uses the whole dev split)."})
     metric: DistanceMetric = field(default=DistanceMetric.cosine, metadata={
         "help": "Distance for the nearest-token projection: cosine, euclidean or dot."})
     whole_words: bool = field(default=True, metadata={
@@ -175,6 +176,22 @@ class ContinuousSearch(Searcher):
         cls = torch.optim.AdamW if cfg.optimizer == Optim.adamw else torch.optim.Adam
         return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
+    def _subset(self, examples: list, n: int | None) -> list:
+        """``n`` examples, classes interleaved (data files are often sorted by label), seeded."""
+        if n is None or n >= len(examples):
+            return examples
+        gen = torch.Generator().manual_seed(self.seed)
+        by_class: dict[int, list] = {}
+        for i in torch.randperm(len(examples), generator=gen).tolist():
+            by_class.setdefault(examples[i].label, []).append(examples[i])
+        queues = [by_class[c] for c in sorted(by_class)]
+        out: list = []
+        while len(out) < n:
+            for q in queues:
+                if q and len(out) < n:
+                    out.append(q.pop(0))
+        return out
+
     def _batch(self, n: int, step: int) -> list[int]:
         """The training batch of ``step``: a function of (seed, step) only, so resume is exact."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
@@ -201,8 +218,8 @@ class ContinuousSearch(Searcher):
         template = self._template(ctx)
         scorer = SoftScorer(backend, ctx.task, template)
         allowed = projection_mask(backend, whole_words=cfg.whole_words, ascii_only=cfg.ascii_only)
-        train = ctx.task.examples("train")[: cfg.train_limit]
-        dev = ctx.task.examples("dev")[: cfg.dev_limit]
+        train = self._subset(ctx.task.examples("train"), cfg.train_limit)
+        dev = self._subset(ctx.task.examples("dev"), cfg.dev_limit)
         prompts = scorer.encode(train)
         gold = [ex.label for ex in train]
         self.train_cache = scorer.cache(prompts)  # the text before the first [T], run once
