@@ -42,6 +42,7 @@ class Init(str, enum.Enum):
     human = "human"
     random = "random"
     labels = "labels"
+    anchor = "anchor"
 
 
 class Optim(str, enum.Enum):
@@ -65,7 +66,8 @@ class ContinuousConfig:
 
     init: Init = field(default=Init.human, metadata={
         "help": "Initial vectors: embeddings of a human prompt's words (human), of random "
-                "vocabulary tokens (random), or of the label words (labels); repeated to fill the slots."})
+                "vocabulary tokens (random), of the label words (labels), or of --anchor-text (anchor, "
+                "soft only); repeated to fill the slots."})
     init_prompt: str | None = field(default=None, metadata={
         "help": "Name of the human prompt whose words initialise the vectors (default: the task's first)."})
     num_tokens: int | None = field(default=None, metadata={
@@ -149,7 +151,12 @@ class ContinuousSearch(Searcher):
             pool = torch.nonzero(allowed).flatten()
             pick = torch.randint(len(pool), (k,), generator=self.torch_rng)
             return [int(pool[i]) for i in pick]
-        if cfg.init == Init.labels:
+        if cfg.init == Init.anchor:
+            if not getattr(cfg, "anchor_text", None):
+                raise UserError("--init anchor starts from the tokens of --anchor-text (strategy soft); "
+                                "give an --anchor-text")
+            ids = list(backend.encoder.text_ids(cfg.anchor_text, True))
+        elif cfg.init == Init.labels:
             ids = [w[0] for w in scorer.label_words.word_ids]
         else:
             prompts = ctx.task.prompts

@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=["soft", "pez"])
     ap.add_argument("--khashabi-seeds", nargs="*", type=int, default=[])
     ap.add_argument("--gammas", nargs="+", type=float, default=[0.3, 3.0])
+    ap.add_argument("--anchor-init", default="random", help="init of the anchored soft prompts")
     ap.add_argument("--data-root", default=str(HERE.parents[2] / "shared" / "data"))
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args()
@@ -136,18 +137,20 @@ def main() -> None:
                 emit(row)
             if task_name == args.tasks[0] and seed in args.khashabi_seeds:
                 for gamma in args.gammas:
-                    if (task_name, seed, "soft-anchor", gamma) in done:
+                    method = "soft-anchor" + ("" if args.anchor_init == "random" else f"-{args.anchor_init}")
+                    if (task_name, seed, method, gamma) in done:
                         continue
-                    run_dir = out / "runs" / f"{task_name}-s{seed}-anchor-{gamma:g}"
+                    suffix = "" if args.anchor_init == "random" else f"-{args.anchor_init}"
+                    run_dir = out / "runs" / f"{task_name}-s{seed}-anchor-{gamma:g}{suffix}"
                     t0 = time.time()
                     result = run_search("soft", task=task, model="smollm2-135m", template=template,
                                         out=run_dir, seed=seed, backend=backend,
                                         resume=(run_dir / "checkpoint.json").is_file(),
-                                        options={**common, "init": "random", "anchor_text": ANCHOR,
+                                        options={**common, "init": args.anchor_init, "anchor_text": ANCHOR,
                                                  "anchor_weight": gamma, "metric": "euclidean"})
                     soft = SoftPrompt.load(run_dir)
                     anchor_ids = result.extra["anchor_ids"]
-                    row = {"task": task_name, "seed": seed, "method": "soft-anchor", "gamma": gamma,
+                    row = {"task": task_name, "seed": seed, "method": method, "gamma": gamma,
                            "anchor_text": ANCHOR, "anchor_tokens": [backend.encoder.decode_trigger(i)
                                                                     for i in anchor_ids],
                            "prompt": result.prompt, "trigger_tokens": result.trigger_tokens,
