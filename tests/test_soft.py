@@ -125,6 +125,8 @@ def test_anchor_penalty_pulls_the_projection_onto_the_target_text(tiny_causal, t
     assert result.extra["anchor_ids"] == list(tiny_causal.encoder.text_ids(anchor, True))[:2]
     assert result.scores["anchor_token_f1"] == 1.0
     assert result.trigger_ids == result.extra["anchor_ids"]
+    start = soft(tiny_causal, toy_task, tmp_path / "start", init="anchor", steps=1, anchor_text=anchor)
+    assert start.extra["init_ids"] == result.extra["anchor_ids"]
 
 
 def test_user_errors(tiny_causal, tiny_masked, toy_task, tmp_path):
@@ -139,6 +141,9 @@ def test_user_errors(tiny_causal, tiny_masked, toy_task, tmp_path):
         soft(tiny_masked, toy_task, tmp_path / "d", fluency_weight=1.0)
     with pytest.raises(UserError, match="no human prompt named"):
         soft(tiny_causal, toy_task, tmp_path / "e", init_prompt="nope")
+    with pytest.raises(UserError, match="give an --anchor-text"):
+        run_search("pez", task=toy_task, model="x", template=TEMPLATE, out=tmp_path / "f",
+                   backend=tiny_causal, progress=False, options={"init": "anchor", "steps": 1})
     with pytest.raises(UserError, match="no soft_prompt.json"):
         SoftPrompt.load(tmp_path)
     sp = SoftPrompt(torch.zeros(2, 7), TEMPLATE, "tiny-causal", "toy")
