@@ -351,6 +351,9 @@ class BlackBoxSearcher(Searcher):
             stats["restarts"] = getattr(pool, "restarts", 0)
             stats["lost_jobs"] = getattr(pool, "lost_jobs", 0)
         stats["seconds"] = round(time.perf_counter() - start, 2)
+        finished = [t for t in study.get_trials(deepcopy=False) if counted(t)]  # over all sessions
+        stats["pruned"] = sum(t.state == TrialState.PRUNED for t in finished)
+        stats["failed"] = sum(t.state == TrialState.FAIL for t in finished)
         result = self._export(ctx, study, bound, search, config, stats)
         if ctx.run is not None:
             if cfg.plots:
