@@ -14,6 +14,7 @@ for SPLIT in 13 21 42; do
     --k 16 --batch-size 16 --position random --iterations 40 --time-budget 420 \
     $( [ -f $OUT/split-$SPLIT/checkpoint.json ] && [ ! -f $OUT/split-$SPLIT/result.json ] && echo --resume )
 done
-# test accuracy of the found and the human prompts on the same first 300 test examples
-.venv/bin/python experiments/gradient-sst2/evaluate.py $OUT --limit 300
+# test accuracy of the found and the human prompts on the same first 150 test examples
+.venv/bin/python experiments/gradient-sst2/evaluate.py $OUT --limit 150 --no-human --json test-found.json
+.venv/bin/python experiments/gradient-sst2/evaluate.py $OUT --limit 150 --only-human --json test-human.json
 .venv/bin/python experiments/gradient-sst2/summarize.py $OUT

@@ -14,6 +14,7 @@ for SPLIT in 13 21 42; do
     --k 16 --batch-size 32 --position cycle --iterations 20 --time-budget 300 \
     $( [ -f $OUT/split-$SPLIT/checkpoint.json ] && [ ! -f $OUT/split-$SPLIT/result.json ] && echo --resume )
 done
-# the found prompts on the same first 300 test examples (human prompts: see runs/test.json)
-.venv/bin/python experiments/gradient-sst2/evaluate.py $OUT --limit 300 --no-human
+# the found prompts on the same first 150 test examples (human prompts: see runs/test-human.json)
+.venv/bin/python experiments/gradient-sst2/evaluate.py $OUT --limit 150 --no-human --json test-found.json
+cp experiments/gradient-sst2/runs/test-human.json $OUT/test-human.json
 .venv/bin/python experiments/gradient-sst2/summarize.py $OUT

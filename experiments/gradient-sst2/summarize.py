@@ -1,7 +1,7 @@
 """Summarise the gradient-sst2 runs: test accuracy of found prompts vs human prompts.
 
 Usage: python experiments/gradient-sst2/summarize.py experiments/gradient-sst2/runs
-Reads split-*/result.json and test.json (written by evaluate.py); prints Markdown.
+Reads split-*/result.json, test-found.json and test-human.json (evaluate.py); prints Markdown.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ def mean_std(values: list[float]) -> str:
 
 
 def main(root: Path) -> None:
-    test = json.loads((root / "test.json").read_text())
+    test = json.loads((root / "test-found.json").read_text())
     rows = {r["prompt"]: r for r in test["results"] if "skipped" not in r}
+    if (root / "test-human.json").is_file():
+        human_file = json.loads((root / "test-human.json").read_text())
+        assert human_file["limit"] == test["limit"], "found and human prompts on different examples"
+        rows.update({r["prompt"]: r for r in human_file["results"] if "skipped" not in r})
     found = []
     print(f"test split, first {test['limit']} examples\n")
     print("| split seed | found prompt | iterations | initial dev | best dev | train | test acc | test macro-F1 |")
