@@ -14,6 +14,7 @@ from autoprompt_search.evaluation import evaluate_prompt
 from autoprompt_search.results import PromptResult
 from autoprompt_search.search import blackbox, strategies
 from autoprompt_search.search.workers import DesignEvaluator, InProcessPool, Outcome
+from autoprompt_search.tasks import HumanPrompt, Task
 
 SPACE = {
     "kind": "space", "task": "toy",
@@ -118,6 +119,11 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path)
     with pytest.raises(UserError, match="search_examples differ"):
         _search(toy_task, tiny_causal, run, resume=True, space=space_file, trials=5,
                 **{**FAST, "search_examples": 6})
+    # a task file that gained a human prompt changes the template choices: refused clearly
+    changed = Task.from_yaml(toy_task.source)
+    changed.prompts.append(HumanPrompt("{sentence} Verdict: [P]"))
+    with pytest.raises(UserError, match="choices_hash differ"):
+        _search(changed, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
     # a run killed mid-trial leaves a RUNNING trial in the journal: it is re-run, not lost
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 

@@ -17,6 +17,8 @@ the search examples.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import time
@@ -191,6 +193,11 @@ class BlackBoxSearcher(Searcher):
         space = self._space(ctx)
         cfg["space"] = space.source
         cfg["space_hash"] = _file_hash(space.source)
+        # the choices as resolved against the task: a task file that gained or lost human
+        # prompts changes them, and a study cannot continue with other categorical choices
+        choices = [space.template_choices(ctx.task), space.verbalizer_choices(ctx.task),
+                   space.instructions]
+        cfg["choices_hash"] = hashlib.sha256(json.dumps(choices, sort_keys=True).encode()).hexdigest()[:16]
         return cfg
 
     def _space(self, ctx: SearchContext) -> SearchSpace:
@@ -261,8 +268,6 @@ class BlackBoxSearcher(Searcher):
         for d in dropped:
             log.warning("left out of the space: %s", d)
         if pool_file is not None and pool_file.is_file():
-            import json
-
             pool = TriggerPool.from_dict(json.loads(pool_file.read_text()))
         elif space.max_trigger_slots or any(Template.parse(t).num_triggers for t in templates):
             pool = build_pool(backend, ctx.task, space, search, templates, list(verbalizers.values()))
@@ -542,8 +547,6 @@ def _record(t: optuna.trial.FrozenTrial, step: int) -> dict[str, Any]:
 
 
 def _file_hash(path: str) -> str | None:
-    import hashlib
-
     p = Path(path)
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
 
