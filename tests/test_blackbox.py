@@ -141,6 +141,17 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path)
     assert states.count("FAIL") == 1 and states.count("RUNNING") == 0
 
 
+def test_two_coordinators_share_a_database_study(toy_task, tiny_causal, space_file, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    opts = dict(space=space_file, storage=url, study_name="shared", **FAST)
+    _search(toy_task, tiny_causal, tmp_path / "a", trials=3, **opts)
+    result = _search(toy_task, tiny_causal, tmp_path / "b", trials=5, **opts)  # joins, no --resume
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert sum("human" in t.user_attrs for t in study.trials) == 1  # enqueued once, by the first
+    assert result.extra["trials_done"] == 5 and len(_log(tmp_path / "b")) == 5
+
+
 def _fake_scores(monkeypatch):
     """Designs without instruction, demos or triggers score 1 on every example; others 0."""
     def score(self, design, examples):

@@ -320,7 +320,8 @@ class BlackBoxSearcher(Searcher):
         storage = self._storage(ctx)
         exists = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)} \
             if not isinstance(storage, optuna.storages.InMemoryStorage) else False
-        if exists and not ctx.resume:
+        shared = "://" in cfg.storage  # a database study that several coordinators may share
+        if exists and not ctx.resume and not shared:
             raise UserError(f"the storage already holds a study '{study_name}'; pass --resume to "
                             "continue it or choose another --study-name")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -335,9 +336,9 @@ class BlackBoxSearcher(Searcher):
         study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                     sampler=self._sampler(n_done), pruner=pruner,
                                     load_if_exists=exists)
-        if exists:
-            self._recover(study)
-        else:
+        if exists and not shared:
+            self._recover(study)  # (RUNNING trials of a shared study may be another coordinator's)
+        elif not exists:
             for t in bound.templates:
                 human = next((p.name or p.template for p in ctx.task.prompts if p.template == t), None)
                 if human is not None or t == ctx.template:
