@@ -351,6 +351,9 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             row.update(macro_f1=m["macro_f1"], per_class_accuracy=m["per_class_accuracy"],
                        macro_f1_ci=list(macro_f1_ci(ev.gold, ev.predictions, len(task.labels),
                                                     resamples=resamples, seed=seed + k)))
+        if entry.spec.fewshot is not None:
+            row["fewshot"] = {"instruction": entry.spec.fewshot.instruction,
+                              "shots": len(entry.spec.fewshot.demos)}
         if entry.result is not None:
             row["search_scores"] = entry.result.scores
         rows.append(row)
@@ -390,7 +393,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                       rows[best_human]["name"] if best_human is not None else None, curves,
                       {"limit": limit, "resamples": resamples, "seed": seed,
                        "similarity": "all-MiniLM-L6-v2" if similarity and humans else None,
-                       "split_seed": task.seed, "task_source": task.source}, retrieval, skipped)
+                       "split_seed": task.seed, "task_source": task.source,
+                       "task_verbalizer": task.verbalizer}, retrieval, skipped)
 
 
 def load_comparison(path: str | Path) -> Comparison:

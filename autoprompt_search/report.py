@@ -54,6 +54,20 @@ def sorted_rows(comp: Comparison) -> list[dict[str, Any]]:
     return sorted(comp.rows, key=lambda r: -r["accuracy"])
 
 
+def describe(row: dict[str, Any], comp: Comparison) -> str:
+    """The prompt text, with its instruction, demonstrations and label words when they are its own."""
+    text = row["prompt"]
+    fs = row.get("fewshot") or {}
+    if fs.get("instruction"):
+        text = f"[instruction: {fs['instruction']}] " + text
+    if fs.get("shots"):
+        text += f" [{fs['shots']} demonstrations]"
+    words = row.get("verbalizer")
+    if words and words != comp.settings.get("task_verbalizer"):
+        text += " [label words: " + ", ".join("/".join(w) for w in words.values()) + "]"
+    return text
+
+
 def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table (shared by terminal, HTML and Markdown)."""
     metric = "P@1" if comp.retrieval else "acc"
@@ -63,7 +77,7 @@ def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     for r in sorted_rows(comp):
         sim = r.get("similarity") or {}
         cells.append([
-            f"{r['name']}: {r['prompt']}",
+            f"{r['name']}: {describe(r, comp)}",
             r["kind"], _pct(r["accuracy"]), _ci(r["accuracy_ci"]), _pct(r.get("macro_f1")),
             _ci(r.get("macro_f1_ci")), _delta(r.get("vs_best_human")), _p(r.get("vs_best_human")),
             _num(sim.get("max"), ".2f") if sim else "-", _num(r.get("perplexity")),
@@ -110,7 +124,7 @@ def print_table(comp: Comparison, console=None) -> None:
                          ratio=4 if i == 0 else None)
     for r in sorted_rows(comp):
         sim = r.get("similarity") or {}
-        table.add_row(r["prompt"], r["kind"], f"{_pct(r['accuracy'])} {_ci(r['accuracy_ci'])}",
+        table.add_row(describe(r, comp), r["kind"], f"{_pct(r['accuracy'])} {_ci(r['accuracy_ci'])}",
                       _pct(r.get("macro_f1")), _delta(r.get("vs_best_human")),
                       _p(r.get("vs_best_human")), _num(sim.get("max"), ".2f") if sim else "-",
                       _num(r.get("perplexity"), ".0f"), str(r["length_tokens"]))

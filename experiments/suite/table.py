@@ -68,6 +68,19 @@ def soft_test(backend, task, run: Path, limit: int, best_human: dict) -> dict:
             "p_vs_best_human": mcnemar(ev.correct.astype(int), best_human["correct"]).p_exact}
 
 
+def framing(res: PromptResult, task) -> str:
+    """Instruction, demonstrations and label words of a found prompt, when it has its own."""
+    out = ""
+    if res.fewshot:
+        if res.fewshot.get("instruction"):
+            out += f", instruction `{res.fewshot['instruction']}`"
+        if res.fewshot.get("demo_ids"):
+            out += f", {len(res.fewshot['demo_ids'])} demonstrations"
+    if res.verbalizer and res.verbalizer != task.verbalizer:
+        out += ", label words " + "/".join(",".join(w) for w in res.verbalizer.values())
+    return out
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "-"
@@ -116,7 +129,8 @@ def main() -> None:
                        "split_seed": res.config.get("data_seed"), "prompt": res.prompt,
                        "test_accuracy": row["accuracy"],
                        "p_vs_best_human": mcnemar(row["correct"], best_h["correct"]).p_exact,
-                       "seconds": res.extra.get("seconds"), "perplexity": row["perplexity"]}
+                       "seconds": res.extra.get("seconds"), "perplexity": row["perplexity"],
+                       "framing": framing(res, task_obj)}
                 entry["methods"].setdefault(method, []).append(rec)
                 if res.strategy == "soft":
                     soft = soft_test(backend, task_obj, Path(e.source).parent, limit, best_h)
@@ -131,47 +145,54 @@ def main() -> None:
 
 def render(table: dict, model: str) -> str:
     lines = [f"# 16-shot suite on {model}: test accuracy (%)", "",
-             "Human prompts: the task's hand-written prompts (zero-shot, so the split seed does not "
-             "change them): best, and mean ± std across the prompts. Methods: mean ± std over the "
-             "runs found under experiments/ (one run per split seed and search seed), each found prompt "
-             "scored on the same test examples as the human prompts. p: McNemar exact test of each run "
-             "against the best human prompt (the smallest and largest p over the runs).", ""]
-    methods = sorted({m for e in table.values() for m in e["methods"]})
-    header = ["task", "n (test)", "best human", "human mean ± std (k)"] + methods + ["verdict"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             "Human prompts: the task's hand-written prompts that a causal LM can read (zero-shot, so "
+             "the split seed does not change them). Methods: every run found under experiments/, each "
+             "found prompt scored on the same first-n test examples as the human prompts; mean ± std over "
+             "the runs (split seeds and/or search seeds, listed below). p: McNemar exact test of a run "
+             "against the best human prompt on the same examples (smallest–largest over the runs).", "",
+             "| task | n | method | runs | test accuracy % | Δ vs best human (points) | p vs best human | "
+             "runs better / worse at p < 0.05 | seconds / run |", "|---|---|---|---|---|---|---|---|---|"]
+    verdicts = []
     for task, e in table.items():
         h = e["human"]
-        cells = [task, str(e["n"]), f"{100 * h['max']:.1f} ({e['best_human']})",
-                 f"{100 * h['mean']:.1f} ± {100 * h['std']:.1f} ({h['n']})"]
-        verdict = []
-        for m in methods:
-            runs = e["methods"].get(m, [])
+        lines.append(f"| {task} | {e['n']} | human prompts: best ({e['best_human']}) / mean ± std | "
+                     f"{h['n']} prompts | {100 * h['max']:.1f} / {100 * h['mean']:.1f} ± "
+                     f"{100 * h['std']:.1f} | 0 | - | - | - |")
+        best_method = None
+        for m, runs in sorted(e["methods"].items()):
             accs = [r["test_accuracy"] for r in runs if r["test_accuracy"] is not None]
-            cell = fmt(accs)
+            if not accs:
+                continue
+            mean = statistics.mean(accs)
+            std = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
             ps = [r["p_vs_best_human"] for r in runs if r["p_vs_best_human"] is not None]
-            if ps:
-                cell += f"; p {min(ps):.2g}–{max(ps):.2g}"
+            better = sum(1 for r in runs if r["p_vs_best_human"] is not None
+                         and r["p_vs_best_human"] < 0.05 and r["test_accuracy"] > h["max"])
+            worse = sum(1 for r in runs if r["p_vs_best_human"] is not None
+                        and r["p_vs_best_human"] < 0.05 and r["test_accuracy"] < h["max"])
             secs = [r["seconds"] for r in runs if r.get("seconds")]
-            if secs:
-                cell += f"; {statistics.mean(secs):.0f} s/run"
-            if not accs and runs:
-                devs = [r["dev_accuracy"] for r in runs if r.get("dev_accuracy") is not None]
-                cell = f"dev {fmt(devs)} (no test score in the run)" if devs else "-"
-            cells.append(cell)
-            if accs:
-                d = 100 * (statistics.mean(accs) - h["max"])
-                sig = sum(1 for r in runs if r["p_vs_best_human"] is not None
-                          and r["p_vs_best_human"] < 0.05 and r["test_accuracy"] > h["max"])
-                verdict.append(f"{m} {d:+.1f} vs best human ({sig}/{len(accs)} runs significantly better)")
-        cells.append("; ".join(verdict) if verdict else "no search runs for this task yet")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Runs used:", ""]
+            lines.append(f"| {task} | {e['n']} | {m} | {len(accs)} | {100 * mean:.1f}{std} | "
+                         f"{100 * (mean - h['max']):+.1f} | "
+                         f"{f'{min(ps):.2g}–{max(ps):.2g}' if ps else '-'} | {better} / {worse} of {len(accs)} | "
+                         f"{f'{statistics.mean(secs):.0f}' if secs else '-'} |")
+            if best_method is None or mean > best_method[1]:
+                best_method = (m, mean, better, len(accs))
+        if best_method is None:
+            verdicts.append(f"- **{task}**: no search runs yet; best human prompt {100 * h['max']:.1f}, "
+                            f"human spread {100 * h['min']:.1f}–{100 * h['max']:.1f}.")
+        else:
+            m, mean, better, k = best_method
+            verdicts.append(f"- **{task}**: best method {m} {100 * mean:.1f} vs best human prompt "
+                            f"{100 * h['max']:.1f} ({100 * (mean - h['max']):+.1f} points; {better}/{k} "
+                            f"runs significantly better); human prompts span {100 * h['min']:.1f}–"
+                            f"{100 * h['max']:.1f}.")
+    lines += ["", "## Verdict per task", ""] + verdicts + ["", "## Runs used", ""]
     for task, e in table.items():
-        for m, runs in e["methods"].items():
+        for m, runs in sorted(e["methods"].items()):
             for r in runs:
                 acc = "-" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.1f}"
                 lines.append(f"- {task} · {m} · `{r['run']}` (split seed {r['split_seed']}): "
-                             f"test {acc}, prompt `{r['prompt']}`")
+                             f"test {acc}, prompt `{r['prompt']}`{r.get('framing', '')}")
     return "\n".join(lines) + "\n"
 
 
