@@ -143,7 +143,7 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path)
 
 def test_two_coordinators_share_a_database_study(toy_task, tiny_causal, space_file, tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    opts = dict(space=space_file, storage=url, study_name="shared", **FAST)
+    opts = dict(space=space_file, storage=url, study_name="shared", **{**FAST, "search_examples": 4})
     _search(toy_task, tiny_causal, tmp_path / "a", trials=3, **opts)
     result = _search(toy_task, tiny_causal, tmp_path / "b", trials=5, **opts)  # joins, no --resume
     study = optuna.load_study(study_name="shared", storage=url)
