@@ -28,10 +28,13 @@ whole_words=True, ascii_only=True, deny=()) -> torch.BoolTensor[V]``
     GCG's step: each row replaces one position (spread evenly over the positions,
     in random order) with a random one of that position's top-k tokens.
 
+``render_prompt(tokenizer, template, trigger_ids) -> str``
+    The template with the triggers written in as text, as they were scored.
+
 ``retokenizes(tokenizer, template, trigger_ids) -> bool`` and
 ``retokenize_mask(tokenizer, template, rows) -> BoolTensor[N]``
     Whether the template's text around the triggers, rendered with the decoded
-    trigger tokens, tokenises back to exactly the ids that were scored (so the
+    trigger tokens (:func:`render_prompt`), tokenises back to exactly the ids that were scored (so the
     exported text prompt is the prompt that was scored).
 """
 
@@ -216,6 +219,55 @@ def _text_ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+_GLUE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _glues(tokenizer) -> bool:
+    """Whether tokens carry their own leading space (BPE / SentencePiece): a trigger
+    without one is written right after the text before it."""
+    try:
+        return _GLUE_CACHE[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    glue = _word_scheme(pieces) == "space"
+    try:
+        _GLUE_CACHE[tokenizer] = glue
+    except TypeError:
+        pass
+    return glue
+
+
+def _trigger_text(tok: str, seg: Trigger, at_start: bool, glue: bool) -> str:
+    if tok[:1].isspace() or at_start or glue:
+        return tok
+    return (" " if seg.space else "") + tok
+
+
+def render_prompt(tokenizer, template: Template, trigger_ids: Sequence[int]) -> str:
+    """The template with the trigger tokens written in as text, exactly as they were scored.
+
+    With a BPE / SentencePiece vocabulary a token without a leading space is glued to
+    the text before it (``" Topic" ":"`` -> ``"Topic:"``); WordPiece tokens get the
+    template's space.
+    """
+    texts = token_texts(tokenizer)
+    glue = _glues(tokenizer)
+    parts = []
+    for seg in template.segments:
+        sep = " " if seg.space else ""
+        if isinstance(seg, Text):
+            parts.append(sep + seg.text)
+        elif isinstance(seg, Trigger):
+            parts.append(_trigger_text(texts[int(trigger_ids[seg.index])], seg,
+                                       seg is template.segments[0], glue))
+        elif isinstance(seg, Predict):
+            parts.append(sep + "[P]")
+        else:
+            parts.append(sep + "{" + seg.name + "}")
+    return "".join(parts)
+
+
 def retokenizes(tokenizer, template: Template, trigger_ids: Sequence[int]) -> bool:
     """Whether the rendered trigger text tokenises back to exactly ``trigger_ids``.
 
@@ -225,6 +277,7 @@ def retokenizes(tokenizer, template: Template, trigger_ids: Sequence[int]) -> bo
     """
     trigger_ids = [int(t) for t in trigger_ids]
     texts = token_texts(tokenizer)
+    glue = _glues(tokenizer)
     first_segment = template.segments[0] if template.segments else None
     for run in _trigger_runs(template):
         pieces: list[str] = []
@@ -237,8 +290,7 @@ def retokenizes(tokenizer, template: Template, trigger_ids: Sequence[int]) -> bo
             else:
                 tid = trigger_ids[seg.index]
                 tok = texts[tid] if tid < len(texts) else ""
-                at_start = seg is first_segment
-                pieces.append(tok if tok[:1].isspace() or at_start else sep + tok)
+                pieces.append(_trigger_text(tok, seg, seg is first_segment, glue))
                 expected.append(tid)
         if _text_ids(tokenizer, "".join(pieces)) != expected:
             return False

@@ -11,6 +11,7 @@ from autoprompt_search.tokens import (
     allowed_token_mask,
     gcg_candidates,
     hotflip_scores,
+    render_prompt,
     retokenize_mask,
     retokenizes,
     single_position_candidates,
@@ -147,12 +148,13 @@ def test_retokenizes_bpe(bpe):
     tpl = Template.parse("{sentence} [T] [T] it was [P] .")
     ok = [_id(bpe, " the"), _id(bpe, " movie")]
     assert retokenizes(bpe, tpl, ok)
-    # "the" without a leading space glues to the sentence: the text would read " the"
+    # "the" without a leading space is written glued to the sentence, as it was scored
     glued = [_id(bpe, "the"), _id(bpe, " movie")]
-    assert not retokenizes(bpe, tpl, glued)
+    assert render_prompt(bpe, tpl, glued) == "{sentence}the movie it was [P] ."
+    assert retokenizes(bpe, tpl, glued)
     # " t" followed by "he" renders as " the", which tokenises to a different id
     assert not retokenizes(bpe, tpl, [_id(bpe, " t"), _id(bpe, "he")])
-    rows = torch.tensor([ok, glued])
+    rows = torch.tensor([ok, [_id(bpe, " t"), _id(bpe, "he")]])
     assert retokenize_mask(bpe, tpl, rows).tolist() == [True, False]
 
 
@@ -162,3 +164,14 @@ def test_retokenizes_wordpiece(wordpiece):
     assert retokenizes(wordpiece, tpl, [vocab["great"], vocab["film"]])
     # "terri" + "##ble" is written "terrible", which is a different token
     assert not retokenizes(wordpiece, tpl, [vocab["terri"], vocab["##ble"]])
+
+
+def test_render_prompt_writes_what_was_scored(bpe, wordpiece):
+    tpl = Template.parse("{sentence} [T] [T] [P] .")
+    # BPE: a token without a leading space is glued to the text before it
+    ids = [_id(bpe, " was"), _id(bpe, ".")]
+    assert render_prompt(bpe, tpl, ids) == "{sentence} was. [P] ."
+    assert retokenizes(bpe, tpl, ids)
+    vocab = wordpiece.get_vocab()
+    assert render_prompt(wordpiece, tpl, [vocab["great"], vocab["film"]]) == \
+        "{sentence} great film [P] ."

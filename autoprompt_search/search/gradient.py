@@ -38,6 +38,7 @@ from ..scoring import PromptScorer
 from ..templates import Field, Predict, Template, Text, Trigger
 from ..tokens import (
     allowed_token_mask,
+    render_prompt,
     gcg_candidates,
     retokenize_mask,
     retokenizes,
@@ -555,7 +556,8 @@ class GradientSearch(Searcher):
         tokens = [texts[t] for t in best]
         train_acc, train_loss = self._dev(objective, train, best)
         return PromptResult(
-            task=task_reference(ctx.task), template=template_src, prompt=template.render(triggers=tokens),
+            task=task_reference(ctx.task), template=template_src,
+            prompt=render_prompt(backend.tokenizer, template, best),
             model=backend.name, strategy=self.name, seed=self.seed,
             verbalizer=dict(scorer.verbalizer), trigger_ids=best, trigger_tokens=tokens,
             scores={"dev_accuracy": state["best_dev_accuracy"], "dev_loss": state["best_dev_loss"],
