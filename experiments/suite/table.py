@@ -119,12 +119,16 @@ def main() -> None:
                 if e.kind != "found" or e.source not in by_source:
                     continue
                 row, res = by_source[e.source], e.result
+                # one method per strategy and study folder (a study's runs share their settings)
+                study = "/".join(Path(e.source).parent.relative_to(EXPERIMENTS).parts[:-1])
                 method = METHODS.get(res.strategy, res.strategy)
                 anchor = res.config.get("anchor_weight") or 0
                 soft_name = "soft prompt (vectors)"
                 if res.strategy == "soft" and anchor:
                     method += f", anchored {anchor:g}"
                     soft_name += f", anchored {anchor:g}"
+                method += f" · {study}"
+                soft_name += f" · {study}"
                 rec = {"run": str(Path(e.source).parent.relative_to(EXPERIMENTS)),
                        "split_seed": res.config.get("data_seed"), "prompt": res.prompt,
                        "test_accuracy": row["accuracy"],
