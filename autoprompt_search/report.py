@@ -176,19 +176,25 @@ def plot_accuracy(comp: Comparison) -> bytes:
 
 
 def plot_curves(comp: Comparison) -> bytes | None:
+    """One small panel per run: its logged score series against step/trial."""
     if not comp.curves:
         return None
-    plt, fig = _figure(9, 4)
-    ax = fig.add_subplot(111)
-    for name, curve in comp.curves.items():
+    names = list(comp.curves)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    plt, fig = _figure(4 * cols, 2.6 * rows + 0.4)
+    for i, name in enumerate(names):
+        curve = comp.curves[name]
+        ax = fig.add_subplot(rows, cols, i + 1)
         for key, ys in curve["series"].items():
             pts = [(x, y) for x, y in zip(curve["xs"], ys) if y is not None]
             if pts:
-                ax.plot(*zip(*pts), marker=".", label=f"{name} · {key}"[:60])
-    ax.set_xlabel(" / ".join(sorted({c["x"] for c in comp.curves.values()})))
-    ax.set_ylabel("score (as logged by the search)")
-    ax.set_title("search curves (log.jsonl of each run)")
-    ax.legend(fontsize=7)
+                ax.plot(*zip(*pts), marker=".", markersize=3, label=key)
+        ax.set_title(name[:45], fontsize=8)
+        ax.set_xlabel(curve["x"], fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.suptitle("search curves: the scores each run logged (log.jsonl)", fontsize=10)
     return _png(plt, fig)
 
 
