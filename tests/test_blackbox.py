@@ -250,3 +250,11 @@ def test_masked_lm_search_keeps_predict_first_templates(toy_task, tiny_masked, t
     records = _log(tmp_path / "run")
     assert [r["human"] for r in records[:2]] == ["{sentence} it was [P] .", "{sentence} a [P] film ."]
     assert result.extra["left_out"] == [] and len(records) == 4
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_every_sampler_runs_and_is_recorded(sampler, toy_task, tiny_causal, space_file, tmp_path):
+    result = _search(toy_task, tiny_causal, tmp_path / "run", space=space_file, trials=3,
+                     sampler=sampler, storage="memory", population=2, startup_trials=1,
+                     **{**FAST, "search_examples": 4})
+    assert result.config["sampler"] == sampler and len(_log(tmp_path / "run")) == 3
