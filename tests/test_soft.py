@@ -110,6 +110,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_causal, toy_t
                    options={"steps": 4, "eval_every": 2, "batch_size": 4, "init": "random", "lr": 0.5})
 
 
+@pytest.mark.slow  # a few short searches; over the default suite's time budget
 def test_seeds(tiny_causal, toy_task, tmp_path):
     a = soft(tiny_causal, toy_task, tmp_path / "a", seed=1, init="random", steps=2)
     b = soft(tiny_causal, toy_task, tmp_path / "b", seed=1, init="random", steps=2)
@@ -118,6 +119,7 @@ def test_seeds(tiny_causal, toy_task, tmp_path):
     assert a.extra["init_ids"] == b.extra["init_ids"] != c.extra["init_ids"]
 
 
+@pytest.mark.slow  # a few short searches; over the default suite's time budget
 def test_anchor_penalty_pulls_the_projection_onto_the_target_text(tiny_causal, toy_task, tmp_path):
     anchor = "the team won the game"
     result = soft(tiny_causal, toy_task, tmp_path / "run", init="random", steps=10, eval_every=10,

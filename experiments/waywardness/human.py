@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autoprompt_search.evaluation import evaluate_prompt
 from autoprompt_search.models import load_model
+from autoprompt_search.results import PromptResult
 from autoprompt_search.tasks import Task
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +34,15 @@ def main() -> None:
             out[f"{task_name}/{name}"] = {"prompt": by_name[name].template, "n": ev.metrics["n"],
                                           "accuracy": ev.metrics["accuracy"]}
             print(task_name, name, ev.metrics["accuracy"], flush=True)
+    # the gradient search's prompts (experiments/gradient-sst2), on the same SST-2 subset
+    task = Task.load("sst-2", data_root=DATA)
+    for run in sorted((HERE.parent / "gradient-sst2" / "runs").glob("split-*/result.json")):
+        res = PromptResult.load(run)
+        ev = evaluate_prompt(backend, task, res.template, "test", triggers=res.trigger_ids, limit=200,
+                             progress=True)
+        out[f"sst-2/gradient-{run.parent.name}"] = {"prompt": res.prompt, "n": ev.metrics["n"],
+                                                    "accuracy": ev.metrics["accuracy"]}
+        print(run.parent.name, res.prompt, ev.metrics["accuracy"], flush=True)
     (HERE / "human.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
