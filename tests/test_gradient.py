@@ -210,3 +210,28 @@ def test_smollm2_search_integration(smollm2, data_root, tmp_path):
     assert retokenizes(smollm2.tokenizer, Template.parse("{sentence} [T] [T] [T] [P] ."),
                        result.trigger_ids)
     assert 0 <= result.scores["dev_accuracy"] <= 1
+
+
+def test_resume_after_a_crash_mid_search(tiny_causal, toy_task, tmp_path, monkeypatch):
+    """A run that dies inside iteration 4 resumes from checkpoint 3 and ends like an unbroken run."""
+    opts = {"position": "random", "iterations": 6, "batch_size": 5, "init": "random"}
+    full = _search(tiny_causal, toy_task, tmp_path / "full", seed=5, **opts)
+    original = GradientSearch._step
+
+    def dying_step(self, state, *args):
+        if state["iteration"] == 3:
+            raise KeyboardInterrupt  # the process is killed mid-iteration
+        return original(self, state, *args)
+
+    monkeypatch.setattr(GradientSearch, "_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _search(tiny_causal, toy_task, tmp_path / "run", seed=5, **opts)
+    assert not (tmp_path / "run" / "result.json").exists()
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["iteration"] == 3
+    monkeypatch.setattr(GradientSearch, "_step", original)
+    resumed = run_search("gradient", task=toy_task, model="tiny-causal", template=TEMPLATE,
+                         out=tmp_path / "run", seed=5, resume=True, backend=tiny_causal,
+                         options={"iterations": 6, "k": 8, **opts}, progress=False)
+    assert resumed.trigger_ids == full.trigger_ids and resumed.scores == full.scores
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").open()]
+    assert steps == list(range(7))
