@@ -54,6 +54,13 @@ def project(
     if model is None:
         raise UserError(f"{soft}: the soft prompt names no base model; pass --model")
     task_name = task or sp.task
+    if task is None and sp.task is not None:
+        # the task the soft prompt was trained on: its file and its split seed
+        source = sp.config.get("task_source")
+        if source and Path(source).is_file():
+            task_name = source
+        if split_seed is None:
+            split_seed = sp.config.get("data_seed")
     task_obj = load_task(task_name, data_root, split_seed) if task_name else None
     backend = load_model(model)
     report = project_soft_prompt(sp, backend, metric=metric, top_n=top, whole_words=whole_words,
