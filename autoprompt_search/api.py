@@ -116,8 +116,10 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
     return result
 
 
-def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None) -> list[dict]:
-    """The built-in demo: evaluate the human prompts of the built-in task on its test split."""
+def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
+             out: str | Path = "runs/demo") -> list[dict]:
+    """The built-in demo: the human prompts of the built-in task on its test split, then a
+    short gradient search from the first human prompt, saved in ``out`` (replaced each run)."""
     from rich.console import Console
 
     console = console or Console()
@@ -138,7 +140,7 @@ def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None) 
         console.print(f"  {100 * r['accuracy']:5.1f}%  acc, {100 * r['macro_f1']:5.1f} macro-F1  {r['prompt']}")
     console.print(f"best human prompt: {best['prompt']!r} ({100 * best['accuracy']:.1f}%); the spread "
                   f"across human wordings is {100 * (best['accuracy'] - worst['accuracy']):.1f} points.")
-    found = _demo_search(t, model, backend, console)
+    found = _demo_search(t, model, backend, console, Path(out))
     start_row = next(r for r in rows if r["template"] == t.prompts[0].template)
     console.print(f"\n[bold]gradient search[/] ({found['seconds']:.0f} s, {found['iterations']} iterations, "
                   f"started from the human prompt {start_row['prompt']!r}):")
@@ -148,20 +150,24 @@ def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None) 
     console.print(f"  test accuracy {100 * found['accuracy']:.1f}% vs {100 * start_row['accuracy']:.1f}% "
                   f"for the starting prompt and {100 * best['accuracy']:.1f}% for the best human prompt "
                   f"({100 * (found['accuracy'] - best['accuracy']):+.1f} points)")
+    console.print(f"saved: {out}/result.json, {out}/best_prompt.txt, {out}/log.jsonl")
     console.print(f"total {time.perf_counter() - start:.0f} s")
     return rows + [found]
 
 
-def _demo_search(task: Task, model: str, backend: LMBackend, console) -> dict[str, Any]:
-    """A short gradient search for the demo: from the task's first human prompt, about a minute."""
-    import tempfile
+def _demo_search(task: Task, model: str, backend: LMBackend, console, out: Path) -> dict[str, Any]:
+    """A short gradient search for the demo: from the task's first human prompt, about a minute.
+
+    The budget is in iterations, not seconds, so the demo gives the same prompt every time."""
+    import shutil
 
     console.print("\nrunning a short gradient search from the first human prompt "
-                  "(k=8, 16 examples per step, at most 60 s) ...")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run_search("gradient", task=task, model=model, out=tmp, seed=0, backend=backend,
-                            options={"init": "human", "k": 8, "batch_size": 16, "iterations": 15,
-                                     "time_budget": 60, "position": "cycle"})
+                  "(k=8, 16 examples per step, 12 iterations) ...")
+    if (out / "config.json").is_file():
+        shutil.rmtree(out)  # the demo's own run folder: start afresh
+    result = run_search("gradient", task=task, model=model, out=out, seed=0, backend=backend,
+                        options={"init": "human", "k": 8, "batch_size": 16, "iterations": 12,
+                                 "position": "cycle"})
     spec = PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
                       list(result.trigger_ids), None, result.model)
     row = evaluate_many([spec], model=backend, split="test", progress=True)[0]

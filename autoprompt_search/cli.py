@@ -213,11 +213,15 @@ def _extra_options(args: list[str]) -> dict[str, str]:
 def demo(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "bbc-news",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the demo's search (replaced each run).")] = Path("runs/demo"),
 ) -> None:
-    """The main job on the built-in default: BBC News topics with SmolLM2, no data folder needed."""
+    """The main job on the built-in default: BBC News topics with SmolLM2, no data folder needed.
+
+    Evaluates the task's human prompts on its test split, then runs a short gradient search
+    from the first human prompt and compares the two."""
     from .api import run_demo
 
-    run_demo(model=model, task=task, console=console)
+    run_demo(model=model, task=task, console=console, out=out)
 
 
 def _load_commands() -> None:
