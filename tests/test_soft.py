@@ -119,7 +119,6 @@ def test_seeds(tiny_causal, toy_task, tmp_path):
     assert a.extra["init_ids"] == b.extra["init_ids"] != c.extra["init_ids"]
 
 
-@pytest.mark.slow  # a few short searches; over the default suite's time budget
 def test_anchor_penalty_pulls_the_projection_onto_the_target_text(tiny_causal, toy_task, tmp_path):
     anchor = "the team won the game"
     result = soft(tiny_causal, toy_task, tmp_path / "run", init="random", steps=10, eval_every=10,
