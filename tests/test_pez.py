@@ -29,7 +29,6 @@ def test_reported_score_equals_a_fresh_evaluation_of_the_text(tiny_backend, toy_
     assert all(t.strip().isalpha() for t in result.trigger_tokens)
 
 
-@pytest.mark.slow  # a few short searches; over the default suite's time budget
 def test_pez_moves_through_several_projections_and_is_seeded(tiny_causal, toy_task, tmp_path):
     a = pez(tiny_causal, toy_task, tmp_path / "a", steps=6, lr=0.5)
     b = pez(tiny_causal, toy_task, tmp_path / "b", steps=6, lr=0.5)

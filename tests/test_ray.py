@@ -19,7 +19,7 @@ from autoprompt_search.api import run_search
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}.items():
     os.environ.setdefault(_key, _value)
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow  # each test starts Ray: ~1-2 min on the shared 2-core machine
+pytestmark = pytest.mark.timeout(300)  # each test starts Ray (about 10 s on an idle 2-core machine)
 
 SPACE = {
     "kind": "space", "task": "toy", "templates": ["{sentence} so it was [P]"],

@@ -110,7 +110,6 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_causal, toy_t
                    options={"steps": 4, "eval_every": 2, "batch_size": 4, "init": "random", "lr": 0.5})
 
 
-@pytest.mark.slow  # a few short searches; over the default suite's time budget
 def test_seeds(tiny_causal, toy_task, tmp_path):
     a = soft(tiny_causal, toy_task, tmp_path / "a", seed=1, init="random", steps=2)
     b = soft(tiny_causal, toy_task, tmp_path / "b", seed=1, init="random", steps=2)
