@@ -297,8 +297,11 @@ def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only:
 
 
 def render_triggers(backend: LMBackend, template: Template, ids: Sequence[int]) -> str:
-    """The template as text with the trigger ids decoded into its [T] slots."""
-    return template.render([backend.encoder.decode_trigger(i) for i in ids])
+    """The template as text with the trigger ids written into its [T] slots exactly as scored
+    (the gradient search's rendering, which :func:`round_trips` checks)."""
+    from .tokens import render_prompt
+
+    return render_prompt(backend.tokenizer, template, ids)
 
 
 def round_trips(backend: LMBackend, template: Template, ids: Sequence[int]) -> bool:
