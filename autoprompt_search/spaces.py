@@ -35,11 +35,12 @@ import optuna.distributions as od
 
 from .config import check_keys, load_yaml
 from .errors import UserError, did_you_mean
+from .resources import shipped_dir
 from .tasks import Task
 from .templates import Template
 from .validate import validators
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = shipped_dir()
 SPACE_KEYS = ("kind", "name", "description", "task", "human_prompts", "templates", "instructions",
               "verbalizers", "params", "demos", "triggers")
 DEMO_KEYS = ("split", "pool_size", "per_class", "separator")

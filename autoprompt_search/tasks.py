@@ -22,9 +22,10 @@ from .data import (
     rows_to_examples,
 )
 from .errors import UserError, did_you_mean
+from .resources import shipped_dir
 from .templates import Template
 
-TASKS_DIR = Path(__file__).resolve().parent.parent / "search_spaces" / "tasks"
+TASKS_DIR = shipped_dir() / "tasks"
 SPLITS = ("train", "dev", "test")
 TASK_KEYS = (
     "name", "description", "data", "fields", "label_field", "labels", "verbalizer",

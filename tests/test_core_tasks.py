@@ -121,3 +121,22 @@ def test_builtin_demo_corpus_needs_no_data_folder(tmp_path):
     assert len(train) == 16 * 5 and len(test) == 40 * 5
     assert {e.label for e in test} == set(range(5))
     assert not {e.fields["text"] for e in train} & {e.fields["text"] for e in test}
+
+
+def test_wheel_ships_every_task_and_space_file(tmp_path):
+    """A non-editable install finds the shipped files inside the package."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from autoprompt_search.resources import shipped_dir
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = sorted(p.relative_to(shipped_dir()).as_posix() for p in shipped_dir().rglob("*.yaml"))
+    assert len(shipped) > 20
+    missing = [f for f in shipped if f"autoprompt_search/search_spaces/{f}" not in names]
+    assert not missing
