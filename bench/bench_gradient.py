@@ -114,6 +114,28 @@ def naive_gradient_seconds(backend, scorer, examples, triggers) -> float:
     return seconds
 
 
+def linear_macs(module: torch.nn.Module) -> int:
+    """Multiply-accumulates per token of the ``nn.Linear`` layers under ``module``."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def masked_ceiling(backend, scorer, examples) -> tuple[float, float, float]:
+    """(padding factor, head factor, their product) of the naive loop on a masked LM.
+
+    With nothing to cache, exact scoring can only save what the naive loop wastes:
+    the padding of its data-order batches (padded tokens / real tokens) and the LM
+    head at every position (head MACs / encoder MACs per token, the decoder being a
+    ``vocab x hidden`` matrix). Their product bounds ours/naive when both run the
+    encoder at the same matrix-multiply speed.
+    """
+    lengths = [len(p.ids) for p in scorer.encode(examples, [0] * scorer.template.num_triggers)]
+    padding = max(lengths) * len(lengths) / sum(lengths)
+    body = linear_macs(backend.model.base_model)
+    head = linear_macs(backend.model) - body
+    head_factor = 1 + head / body
+    return padding, head_factor, padding * head_factor
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", help="model spec, 'bert-base' or 'tiny'")
@@ -197,6 +219,10 @@ def main() -> None:
           f"{len(naive_rows)}), ours {ours_iter:.1f} s (gradient {grad_s:.1f} s); "
           f"ratio {naive_iter / ours_iter:.1f}x")
     print(f"ours, once per search: prefix encoding of these examples {encode_s:.1f} s")
+    if backend.kind == "masked":
+        padding, head, bound = masked_ceiling(backend, scorer, examples)
+        print(f"ceiling for exact scoring at equal matmul speed: naive padding {padding:.2f}x x "
+              f"LM head at every position {head:.2f}x = {bound:.2f}x")
 
 
 if __name__ == "__main__":
