@@ -1,17 +1,20 @@
 """Human-prompt baselines on the study's test subsets (first N test examples).
 
-The best paraphrase of the sensitivity study (experiments/sensitivity, first 150 test
-examples) and the literature's / causal-rewrite prompt of each task, scored on the same
-test subsets as the soft prompts: SST-2 first 200, AG News first 100 test examples.
+Every human prompt of the task file (``--all``; else the best paraphrase of the
+sensitivity study and the literature's prompt) and the gradient search's prompts
+(experiments/gradient-sst2), scored on the same test subset as the soft prompts.
 
-    .venv/bin/python experiments/waywardness/human.py
+    .venv/bin/python experiments/waywardness/human.py                       # 200 / 100, human.json
+    .venv/bin/python experiments/waywardness/human.py --all --limit 500 --out long/human.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from autoprompt_search.errors import UserError
 from autoprompt_search.evaluation import evaluate_prompt
 from autoprompt_search.models import load_model
 from autoprompt_search.results import PromptResult
@@ -22,15 +25,25 @@ DATA = HERE.parents[2] / "shared" / "data"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, nargs=2, default=[200, 100], metavar=("SST2", "AGNEWS"),
+                    help="first N test examples of sst-2 and of agnews")
+    ap.add_argument("--all", action="store_true", help="every human prompt of the task files")
+    ap.add_argument("--out", default="human.json", help="output file (relative to this folder)")
+    args = ap.parse_args()
     out = {}
     backend = load_model("smollm2-135m")
-    for task_name, names, limit in (("sst-2", ("quote", "it-was"), 200),
-                                    ("agnews", ("article-about", "topic"), 100)):
+    for task_name, names, limit in (("sst-2", ("quote", "it-was"), args.limit[0]),
+                                    ("agnews", ("article-about", "topic"), args.limit[1])):
         task = Task.load(task_name, data_root=DATA)
         by_name = {p.name: p for p in task.prompts}
-        for name in names:
-            ev = evaluate_prompt(backend, task, by_name[name].template, "test", limit=limit,
-                                 progress=True)
+        for name in (by_name if args.all else names):
+            try:
+                ev = evaluate_prompt(backend, task, by_name[name].template, "test", limit=limit,
+                                     progress=True)
+            except UserError as err:  # words after [P]: a causal LM cannot read the prompt
+                print(task_name, name, "skipped:", err, flush=True)
+                continue
             out[f"{task_name}/{name}"] = {"prompt": by_name[name].template, "n": ev.metrics["n"],
                                           "accuracy": ev.metrics["accuracy"]}
             print(task_name, name, ev.metrics["accuracy"], flush=True)
@@ -38,12 +51,12 @@ def main() -> None:
     task = Task.load("sst-2", data_root=DATA)
     for run in sorted((HERE.parent / "gradient-sst2" / "runs").glob("split-*/result.json")):
         res = PromptResult.load(run)
-        ev = evaluate_prompt(backend, task, res.template, "test", triggers=res.trigger_ids, limit=200,
-                             progress=True)
+        ev = evaluate_prompt(backend, task, res.template, "test", triggers=res.trigger_ids,
+                             limit=args.limit[0], progress=True)
         out[f"sst-2/gradient-{run.parent.name}"] = {"prompt": res.prompt, "n": ev.metrics["n"],
                                                     "accuracy": ev.metrics["accuracy"]}
         print(run.parent.name, res.prompt, ev.metrics["accuracy"], flush=True)
-    (HERE / "human.json").write_text(json.dumps(out, indent=2) + "\n")
+    (HERE / args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
 

@@ -77,7 +77,10 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--test-limit", type=int, nargs="+", default=[200],
                     help="test examples per task (one value, or one per task)")
-    ap.add_argument("--methods", nargs="*", default=["soft", "pez"])
+    ap.add_argument("--methods", nargs="*", default=["soft", "pez"],
+                    help="soft, pez, pez-fluent (PEZ with --fluency-weight)")
+    ap.add_argument("--fluency-weight", type=float, default=0.1,
+                    help="weight of the prompt's log-perplexity in the loss of pez-fluent")
     ap.add_argument("--khashabi-seeds", nargs="*", type=int, default=[])
     ap.add_argument("--gammas", nargs="+", type=float, default=[0.3, 3.0])
     ap.add_argument("--anchor-init", default="random", help="init of the anchored soft prompts")
@@ -116,10 +119,13 @@ def main() -> None:
                     continue
                 run_dir = out / "runs" / f"{task_name}-s{seed}-{method}"
                 t0 = time.time()
-                result = run_search(method, task=task, model="smollm2-135m", template=template,
+                strategy, _, variant = method.partition("-")  # pez-fluent: PEZ + fluency term
+                options = {**common, "init": "human"}
+                if variant == "fluent":
+                    options["fluency_weight"] = args.fluency_weight
+                result = run_search(strategy, task=task, model="smollm2-135m", template=template,
                                     out=run_dir, seed=seed, backend=backend,
-                                    resume=(run_dir / "checkpoint.json").is_file(),
-                                    options={**common, "init": "human"})
+                                    resume=(run_dir / "checkpoint.json").is_file(), options=options)
                 row = {"task": task_name, "seed": seed, "method": method, "gamma": None,
                        "template": template, "prompt": result.prompt,
                        "trigger_tokens": result.trigger_tokens, "scores": result.scores,

@@ -1,15 +1,19 @@
 """Tables for the waywardness study from results.jsonl and human.json (Markdown on stdout).
 
     .venv/bin/python experiments/waywardness/summarize.py > experiments/waywardness/results.md
+    .venv/bin/python experiments/waywardness/summarize.py long > experiments/waywardness/long/results.md
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if len(sys.argv) > 1:  # a study folder (results.jsonl, human.json, runs/) relative to this one
+    HERE = HERE / sys.argv[1]
 
 
 def pct(x) -> str:
@@ -28,30 +32,37 @@ def mean(xs):
 def main() -> None:
     rows = [json.loads(x) for x in (HERE / "results.jsonl").read_text().splitlines() if x.strip()]
     human = json.loads((HERE / "human.json").read_text()) if (HERE / "human.json").is_file() else {}
-    main_rows = [r for r in rows if r["method"] in ("soft", "pez")]
+    main_rows = [r for r in rows if r["method"] in ("soft", "pez", "pez-fluent")]
     tasks = sorted({r["task"] for r in main_rows}, key=lambda t: (t != "sst-2", t))
     print("## Test accuracy (%) on a fixed test subset (the first N test examples)\n")
-    print("| task | N | split seed | best human | soft | projection of soft | PEZ | gradient |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | N | split seed | best human | human median | soft | projection of soft | PEZ "
+          "| PEZ + fluency | gradient |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task in tasks:
         hum = {k.split("/", 1)[1]: v for k, v in human.items() if k.startswith(task + "/")}
         best_h = max((v for k, v in hum.items() if not k.startswith("gradient")),
                      key=lambda v: v["accuracy"], default=None)
+        human_accs = [v["accuracy"] for k, v in hum.items() if not k.startswith("gradient")]
+        med_h = statistics.median(human_accs) if human_accs else None
         seeds = sorted({r["seed"] for r in main_rows if r["task"] == task})
-        cols = {"soft": [], "proj": [], "pez": [], "grad": []}
+        cols = {"soft": [], "proj": [], "pez": [], "fluent": [], "grad": []}
+
+        def find(seed, method):
+            return next((r for r in main_rows if (r["task"], r["seed"], r["method"]) == (task, seed, method)),
+                        None)
+
         for seed in seeds:
-            soft = next((r for r in main_rows if (r["task"], r["seed"], r["method"]) == (task, seed, "soft")), None)
-            pez = next((r for r in main_rows if (r["task"], r["seed"], r["method"]) == (task, seed, "pez")), None)
+            soft, pez, fluent = find(seed, "soft"), find(seed, "pez"), find(seed, "pez-fluent")
             grad = hum.get(f"gradient-split-{seed}")
             vals = (soft and soft["test_soft"], soft and soft["test_projected"], pez and pez["test_hard"],
-                    grad and grad["accuracy"])
+                    fluent and fluent["test_hard"], grad and grad["accuracy"])
             for key, v in zip(cols, vals):
                 cols[key].append(v)
-            n = (soft or pez)["n_test"]
-            print(f"| {task} | {n} | {seed} | {pct(best_h and best_h['accuracy'])} | "
+            n = (soft or pez or fluent)["n_test"]
+            print(f"| {task} | {n} | {seed} | {pct(best_h and best_h['accuracy'])} | {pct(med_h)} | "
                   + " | ".join(pct(v) for v in vals) + " |")
         if len(seeds) > 1:
-            print(f"| {task} | | mean ± sd | {pct(best_h and best_h['accuracy'])} | "
+            print(f"| {task} | | mean ± sd | {pct(best_h and best_h['accuracy'])} | {pct(med_h)} | "
                   + " | ".join(mean(cols[k]) for k in cols) + " |")
     print("\nHuman prompts on the same subsets:\n")
     for k, v in human.items():

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The suite's search runs on sst-5 and trec (sst-2 and agnews runs come from the other studies):
+# every strategy x 16-shot split seeds 13, 21, 42 on SmolLM2-135M, one folder per run under
+# experiments/suite/runs/. Re-running skips finished runs and resumes interrupted ones.
+# Usage: bash experiments/suite/run_searches.sh [TASK ...]   (from the repository root)
+set -uo pipefail
+export AUTOPROMPT_SEARCH_DATA=${AUTOPROMPT_SEARCH_DATA:-$(cd .. && pwd)/shared/data}
+OUT=${OUT:-experiments/suite/runs}
+CLI=${CLI:-.venv/bin/autoprompt-search}
+TASKS=${*:-sst-5 trec}
+SEEDS=${SEEDS:-13 21 42}
+TEMPLATE="{sentence} [T] [T] [T] [T] [T] [P]"
+
+run() {  # run NAME ARGS...: one search, skipped when done, resumed when interrupted
+  local dir=$OUT/$1; shift
+  [ -f "$dir/result.json" ] && return 0
+  local resume=""
+  [ -f "$dir/checkpoint.json" ] || [ -f "$dir/study.journal" ] && resume=--resume
+  $CLI search --out "$dir" --model smollm2-135m $resume "$@"
+}
+
+search() {  # search METHOD TASK SEED
+  local common=(--task "$2" --split-seed "$3" --seed "$3")
+  case $1 in
+    # soft prompt (then projected) and PEZ: 300 steps from the words of the task's first human prompt
+    soft|pez) run "$2-s$3-$1" --strategy "$1" "${common[@]}" --template "$TEMPLATE" \
+                --steps 300 --batch-size 8 --eval-every 25 --dev-limit 32 ;;
+    # black-box: Optuna TPE over the task's shipped space, human prompts enqueued first
+    optuna) run "$2-s$3-optuna" --strategy optuna "${common[@]}" --trials 24 \
+              --search-examples 32 --batch-size 16 ;;
+    # gradient (AutoPrompt): 5 triggers, neutral init
+    gradient) run "$2-s$3-gradient" --strategy gradient "${common[@]}" --template "$TEMPLATE" \
+                --k 16 --batch-size 16 --iterations 30 --time-budget 360 ;;
+  esac
+}
+
+for METHOD in ${METHODS:-soft pez optuna gradient}; do
+  for TASK in $TASKS; do
+    for SEED in $SEEDS; do
+      search "$METHOD" "$TASK" "$SEED" || echo "FAILED: $METHOD $TASK split $SEED" >&2
+    done
+  done
+done
