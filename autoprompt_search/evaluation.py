@@ -60,17 +60,29 @@ def object_token_ids(backend: LMBackend, scorer: PromptScorer, words: Sequence[s
     return out
 
 
-def _evaluate_retrieval(scorer, examples, triggers, split, progress, restrict_vocab) -> Evaluation:
+def retrieval_candidates(scorer: PromptScorer, examples: Sequence,
+                         restrict_vocab: bool = True) -> tuple[list[int], dict[str, int]]:
+    """(the token ids the gold objects of ``examples`` are ranked among, gold object -> token id).
+
+    The candidates are the single-token ids of the task's candidate vocabulary and of the gold
+    objects (the whole vocabulary without ``restrict_vocab`` or a candidate vocabulary); gold
+    objects that are not a single token are missing from the map.
+    """
     backend = scorer.backend
     words = scorer.task.candidate_words() if restrict_vocab else None
     gold_map = object_token_ids(backend, scorer, sorted({ex.extra["label_text"] for ex in examples}))
-    kept = [ex for ex in examples if ex.extra["label_text"] in gold_map]
-    if not kept:
-        raise UserError("no object of this split is a single token in the model's vocabulary")
     if words:
         cand = sorted(set(object_token_ids(backend, scorer, words).values()) | set(gold_map.values()))
     else:
         cand = list(range(backend.vocab_size))
+    return cand, gold_map
+
+
+def _evaluate_retrieval(scorer, examples, triggers, split, progress, restrict_vocab) -> Evaluation:
+    cand, gold_map = retrieval_candidates(scorer, examples, restrict_vocab)
+    kept = [ex for ex in examples if ex.extra["label_text"] in gold_map]
+    if not kept:
+        raise UserError("no object of this split is a single token in the model's vocabulary")
     cand_t = torch.tensor(cand)
     logp = scorer.word_logprobs(scorer.encode(kept, triggers), token_ids=cand_t, progress=progress)
     col = {t: i for i, t in enumerate(cand)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -47,8 +48,15 @@ class LabelWords:
         m[torch.arange(len(self.word_ids)), torch.tensor(self.word_class)] = True
         return m
 
+    @cached_property
+    def one_word_per_class(self) -> bool:
+        """Word w is class w (the candidate objects of an open-vocabulary task)."""
+        return self.word_class == tuple(range(self.num_classes))
+
     def class_scores(self, word_logp: torch.Tensor) -> torch.Tensor:
         """[N, W] label-word log-probs -> [N, C] class log-probs (log-sum-exp per class)."""
+        if self.one_word_per_class:
+            return word_logp
         masked = word_logp[:, :, None].masked_fill(~self.membership.to(word_logp.device), -torch.inf)
         return torch.logsumexp(masked, dim=1)
 
@@ -171,14 +179,17 @@ class PromptScorer:
 
     # --- naive reference ------------------------------------------------------------
     @torch.inference_mode()
-    def naive_class_logprobs(self, examples: Sequence[Example], triggers: Sequence[int] = ()) -> torch.Tensor:
+    def naive_class_logprobs(self, examples: Sequence[Example], triggers: Sequence[int] = (),
+                             label_words: LabelWords | None = None) -> torch.Tensor:
         """The same scores the slow way: one example and one label word at a time, full
-        recompute, full-vocabulary logits at every position (as research code does)."""
+        recompute, full-vocabulary logits at every position (as research code does).
+        ``label_words`` replaces the verbalizer's words."""
         model = self.backend.model
+        words = label_words or self.label_words
         rows = []
         for prompt in self.encode(examples, triggers):
             word_logp = []
-            for ids in self.label_words.word_ids:
+            for ids in words.word_ids:
                 if self.backend.kind == "masked":
                     seq, steps = list(prompt.ids), [(prompt.predict_pos, ids[0])]
                 else:
@@ -188,7 +199,7 @@ class PromptScorer:
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 word_logp.append(sum(float(logp[i, t]) for i, t in steps))
             rows.append(word_logp)
-        return self.label_words.class_scores(torch.tensor(rows))
+        return words.class_scores(torch.tensor(rows))
 
 
 @dataclass

@@ -186,10 +186,13 @@ def test_bad_settings_are_user_errors(tiny_causal, toy_task, tmp_path):
         GradientSearch.from_options({"position": "everywhere"})
     with pytest.raises(UserError, match="no \\[T\\]"):
         _search(tiny_causal, toy_task, tmp_path / "a", template="{sentence} it was [P] .")
-    with pytest.raises(UserError, match="single-token|splits"):
-        bad = {"negative": ["bad"], "positive": ["wonderfulgreat"]}
-        scorer = PromptScorer(tiny_causal, toy_task, TEMPLATE, verbalizer=bad)
-        TriggerObjective(scorer)
+
+def test_masked_lm_rejects_multi_token_label_words(tiny_masked, toy_task):
+    """Causal LMs score multi-token label words (tests/test_gradient_targets.py); a [MASK] slot
+    predicts one token."""
+    with pytest.raises(UserError, match="splits into 2 tokens"):
+        bad = {"negative": ["bad"], "positive": ["films"]}  # film ##s
+        TriggerObjective(PromptScorer(tiny_masked, toy_task, TEMPLATE, verbalizer=bad))
 
 
 def test_deny_and_label_words_never_chosen(tiny_masked, toy_task, tmp_path):

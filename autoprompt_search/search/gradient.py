@@ -23,9 +23,11 @@ The loss is the cross-entropy of the gold class among the class scores
 from __future__ import annotations
 
 import base64
+import logging
+import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +36,8 @@ from ..data import Example
 from ..errors import UserError
 from ..models.base import LMBackend, PaddedBatch, PrefixCache
 from ..results import PromptResult
-from ..scoring import PromptScorer
+from ..evaluation import retrieval_candidates
+from ..scoring import LabelWords, PromptScorer
 from ..templates import Field, Predict, Template, Text, Trigger
 from ..tokens import (
     allowed_token_mask,
@@ -51,6 +54,8 @@ from .base import SearchContext, Searcher, strategies
 
 POSITION_POLICIES = ("random", "cycle", "gcg")
 INIT_CHOICES = ("neutral", "random", "human")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,11 +129,12 @@ class EncodedBatch:
     gold: torch.Tensor  # [B]
     prefix: PrefixCache | None
     prefix_rows: torch.Tensor  # [B] row of each example in ``prefix``
-    suffix: torch.Tensor  # [B, L] right-padded ids after the cut
+    suffix: torch.Tensor  # [B, L] right-padded ids after the cut (room for appended label words)
     suffix_mask: torch.Tensor  # [B, L]
     suffix_len: torch.Tensor  # [B]
     trig_pos: torch.Tensor  # [B, P] trigger positions relative to the cut
     pred_pos: torch.Tensor  # [B] predict position relative to the cut
+    columns: torch.Tensor | None = None  # [C] bool: the classes these examples are ranked among
 
     def __len__(self) -> int:
         return len(self.gold)
@@ -139,38 +145,59 @@ class EncodedBatch:
         d = i.to(self.suffix.device)
         return EncodedBatch(self.gold[i], self.prefix, self.prefix_rows[d], self.suffix[d],
                             self.suffix_mask[d], self.suffix_len[d], self.trig_pos[d],
-                            self.pred_pos[d])
+                            self.pred_pos[d], self.columns)
 
 
 class TriggerObjective:
-    """Cross-entropy of the gold class for trigger ids: batched candidate losses and gradients."""
+    """Cross-entropy of the gold class for trigger ids: batched candidate losses and gradients.
+
+    The classes are ``targets``: the scorer's label words by default, or an
+    open-vocabulary task's candidate objects, one class each (:func:`search_targets`).
+    A class's score is the log-sum-exp of its words' log-probabilities. A label word of
+    several tokens (causal LMs) gets a row of its own: the prompt followed by the word's
+    tokens but the last, read at [P] and at each appended token; the first of these rows
+    also gives every word's first token at [P].
+
+    Forward passes hold at most ``forward_batch`` rows and ``forward_tokens`` tokens; when
+    one runs out of memory both are halved and the same work is done again.
+    """
 
     def __init__(self, scorer: PromptScorer, forward_batch: int = 256,
-                 use_prefix_cache: bool = True, forward_tokens: int = 1024) -> None:
-        if scorer.label_words is None:
-            raise UserError("gradient search needs a classification task with a verbalizer; "
-                            f"'{scorer.task.name}' is an open-vocabulary task")
-        multi = [(w, ids) for w, ids in zip(_words(scorer), scorer.label_words.word_ids)
-                 if len(ids) > 1]
-        if multi:
-            word, ids = multi[0]
-            pieces = scorer.backend.tokenizer.convert_ids_to_tokens(list(ids))
-            raise UserError(
-                f"label word {word!r} splits into {len(ids)} tokens {pieces}; gradient search "
-                "scores single-token label words. Pick another word (see `autoprompt-search "
-                "search-labels`) or pass a verbalizer of single-token words.")
+                 use_prefix_cache: bool = True, forward_tokens: int = 1024,
+                 targets: LabelWords | None = None) -> None:
+        targets = targets if targets is not None else scorer.label_words
+        if targets is None:
+            raise UserError(f"'{scorer.task.name}' is an open-vocabulary task: pass its candidate "
+                            "objects as targets (see search_targets)")
         if scorer.fewshot is not None:
             raise UserError("gradient search does not support few-shot demonstrations")
         self.scorer = scorer
         self.backend: LMBackend = scorer.backend
+        self.targets = targets
         self.forward_batch = forward_batch
         self.forward_tokens = forward_tokens
         self.use_prefix_cache = use_prefix_cache and self.backend.supports_prefix_cache
-        self.label_ids = scorer.label_words.first_ids.to(self.backend.device)
+        device = self.backend.device
+        self.label_ids = targets.first_ids.to(device)
+        multi = [(w, ids) for w, ids in enumerate(targets.word_ids) if len(ids) > 1]
+        if multi and self.backend.kind != "causal":
+            raise UserError("a masked LM predicts one token at [P]; use single-token label words")
+        self.ext = max((len(ids) - 1 for _, ids in multi), default=0)  # tokens appended after [P]
+        self.groups = max(1, len(multi))  # rows per example: one per multi-token word
+        appended = torch.full((self.groups, self.ext), self.backend.pad_id, dtype=torch.long)
+        queries = []  # (row group, step after [P], token, word) of every continuation token
+        for g, (w, ids) in enumerate(multi):
+            appended[g, : len(ids) - 1] = torch.tensor(ids[:-1])
+            queries += [(g, j, ids[j], w) for j in range(1, len(ids))]
+        self._appended = appended.to(device)
+        self._appended_len = torch.tensor([len(ids) - 1 for _, ids in multi] or [0], device=device)
+        self._queries = torch.tensor(queries, dtype=torch.long, device=device).reshape(-1, 4).T
 
     # --- encoding ----------------------------------------------------------------------
-    def encode(self, examples: Sequence[Example], triggers: Sequence[int]) -> EncodedBatch:
-        """Encode ``examples`` (with any trigger ids: the slots are overwritten later)."""
+    def encode(self, examples: Sequence[Example], triggers: Sequence[int],
+               columns: torch.Tensor | None = None) -> EncodedBatch:
+        """Encode ``examples`` (with any trigger ids: the slots are overwritten later);
+        ``columns`` restricts the classes they are ranked among."""
         backend = self.backend
         device = backend.device
         prompts = self.scorer.encode(examples, list(triggers))
@@ -184,44 +211,128 @@ class TriggerObjective:
                      for i in range(0, len(prompts), 64)]
             prefix = parts[0] if len(parts) == 1 else _concat_prefix(parts)
         suffix = backend.pad([p.ids[c:] for p, c in zip(prompts, cut)])
+        room = (0, self.ext)  # padding columns where multi-token label words are appended
         return EncodedBatch(
             gold=torch.tensor([ex.label for ex in examples]),
             prefix=prefix,
             prefix_rows=torch.arange(len(prompts), device=device),
-            suffix=suffix.input_ids,
-            suffix_mask=suffix.attention_mask,
+            suffix=torch.nn.functional.pad(suffix.input_ids, room, value=backend.pad_id),
+            suffix_mask=torch.nn.functional.pad(suffix.attention_mask, room),
             suffix_len=suffix.attention_mask.sum(-1),
             trig_pos=torch.tensor([[t - c for t in p.trigger_pos] for p, c in zip(prompts, cut)],
                                   device=device),
             pred_pos=torch.tensor([p.predict_pos - c for p, c in zip(prompts, cut)], device=device),
+            columns=None if columns is None else columns.to(device),
         )
 
-    def _class_scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.backend.head(hidden, self.label_ids).float()  # [R, W]
-        return self.scorer.label_words.class_scores(logits)  # [R, C]; the normaliser cancels
+    def _classes(self, scores: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
+        """[R, W] word scores -> [R, C] class scores (-inf outside ``columns``)."""
+        classes = self.targets.class_scores(scores)
+        return classes if columns is None else classes.masked_fill(~columns, -torch.inf)
 
-    def _row_loss(self, hidden: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-        classes = self._class_scores(hidden)
+    def _row_loss(self, scores: torch.Tensor, gold: torch.Tensor,
+                  columns: torch.Tensor | None = None) -> torch.Tensor:
+        classes = self._classes(scores, columns)
         return -torch.log_softmax(classes, -1).gather(1, gold[:, None].to(classes.device))[:, 0]
 
     def _forward(self, batch: EncodedBatch, b: torch.Tensor, rows: torch.Tensor,
                  trig_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states at [P] for examples ``b`` with trigger ids ``rows`` ([R, P])."""
-        width = int(batch.suffix_len[b].max())
-        ids = batch.suffix[b, :width].clone()
-        ids.scatter_(1, batch.trig_pos[b], rows)
-        padded = PaddedBatch(ids, batch.suffix_mask[b, :width])
+        """``[R, W]`` target-word scores for examples ``b`` with trigger ids ``rows`` ([R, P]).
+
+        Logits at [P] when every word is one token (their normaliser cancels among the
+        classes), else log-probabilities of the whole words.
+        """
+        bx = b.repeat_interleave(self.groups)  # each example's rows, one per multi-token word
+        width = int(batch.suffix_len[b].max()) + self.ext
+        ids = batch.suffix[bx, :width]
+        ids.scatter_(1, batch.trig_pos[bx], rows.repeat_interleave(self.groups, 0))
+        mask, pos = batch.suffix_mask[bx, :width], batch.pred_pos[bx]
+        if self.ext:
+            pos = self._append_words(ids, mask, pos)
         kw = {}
         if batch.prefix is not None:
-            kw = {"prefix": batch.prefix, "prefix_rows": batch.prefix_rows[b]}
+            kw = {"prefix": batch.prefix, "prefix_rows": batch.prefix_rows[bx]}
         if trig_embeds is not None:  # trigger embeddings that receive gradients
             emb = self.backend.embed(ids).detach()
-            r = torch.arange(len(b), device=ids.device)[:, None].expand_as(rows)
-            slot = torch.arange(rows.shape[1], device=ids.device)[None, :].expand_as(rows)
-            emb = emb.index_put((r.reshape(-1), batch.trig_pos[b].reshape(-1)),
-                                trig_embeds[slot.reshape(-1)])
+            tpos = batch.trig_pos[bx]
+            r = torch.arange(len(bx), device=ids.device)[:, None].expand_as(tpos)
+            slot = torch.arange(tpos.shape[1], device=ids.device)[None, :].expand_as(tpos)
+            emb = emb.index_put((r.reshape(-1), tpos.reshape(-1)), trig_embeds[slot.reshape(-1)])
             kw["inputs_embeds"] = emb
-        return self.backend.hidden_at(padded, batch.pred_pos[b], **kw)
+        hidden = self.backend.hidden_at(PaddedBatch(ids, mask), pos, **kw)
+        if not self.ext:
+            return self.backend.head(hidden, self.label_ids).float()
+        return self._word_logprobs(hidden.view(len(b), self.groups, self.ext + 1, -1))
+
+    def _append_words(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Write each row's label word (all tokens but the last) after [P], in place; return
+        the positions to read: [P] and each appended token (``[R, ext + 1]``)."""
+        device = ids.device
+        group = torch.arange(self.groups, device=device).repeat(len(ids) // self.groups)
+        steps = torch.arange(self.ext, device=device)
+        valid = steps[None, :] < self._appended_len[group][:, None]
+        cols = (pos[:, None] + 1 + steps[None, :])[valid]
+        r = torch.arange(len(ids), device=device)[:, None].expand_as(valid)[valid]
+        ids[r, cols] = self._appended[group][valid]
+        mask[r, cols] = 1
+        return pos[:, None] + torch.arange(self.ext + 1, device=device)[None, :]
+
+    def _word_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[R, W]`` log p(word | prompt) from hidden states ``[R, groups, ext + 1, d]``."""
+        head = self.backend.head
+        first = torch.log_softmax(head(hidden[:, 0, 0]).float(), -1)[:, self.label_ids]
+        group, step, token, word = self._queries
+        cont = torch.log_softmax(head(hidden[:, group, step]).float(), -1)  # [R, Q, V]
+        picked = cont.gather(-1, token[None, :, None].expand(len(hidden), -1, 1))[..., 0]
+        return first.index_add(1, word, picked)
+
+    # --- chunking and out-of-memory retries ---------------------------------------------------
+    def _in_chunks(self, widths: Sequence[int], run: Callable[[int, int], None],
+                   backward: bool = False) -> None:
+        """``run(start, end)`` over consecutive units (examples or example x candidate pairs,
+        ``groups`` rows of ``widths[i]`` tokens each), at least one unit per chunk.
+
+        Forward passes take at most ``forward_batch`` rows and ``forward_tokens`` tokens;
+        passes with a backward pass ``forward_batch // 4`` rows. A chunk that runs out of
+        memory halves both limits and is run again in smaller pieces.
+        """
+        start = 0
+        while start < len(widths):
+            end = self._chunk_end(widths, start, backward)
+            if self._fits(run, start, end):
+                start = end
+
+    def _chunk_end(self, widths: Sequence[int], start: int, backward: bool) -> int:
+        max_rows = max(1, self.forward_batch // 4) if backward else self.forward_batch
+        max_tokens = math.inf if backward else self.forward_tokens
+        end, width = start + 1, widths[start]
+        while end < len(widths):
+            rows, w = (end + 1 - start) * self.groups, max(width, widths[end])
+            if rows > max_rows or rows * w > max_tokens:
+                break
+            end, width = end + 1, w
+        return end
+
+    def _fits(self, run: Callable[[int, int], None], start: int, end: int) -> bool:
+        """Run one chunk; False, with halved limits, if it ran out of memory."""
+        try:
+            run(start, end)
+            return True
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # the exception (and the tensors its traceback held) is released here
+        if end - start == 1:
+            raise UserError("one example does not fit in memory even alone in a forward pass; "
+                            "use a smaller model, --dtype bfloat16 or shorter inputs")
+        self.forward_batch = max(1, self.forward_batch // 2)
+        self.forward_tokens = max(1, self.forward_tokens // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory in a forward pass of %d rows; retrying with --forward-batch "
+                    "%d and --forward-tokens %d", (end - start) * self.groups, self.forward_batch,
+                    self.forward_tokens)
+        return False
 
     # --- fast batched candidate scoring ----------------------------------------------------
     @torch.inference_mode()
@@ -238,19 +349,16 @@ class TriggerObjective:
         order = sorted(range(num_ex), key=lambda b: int(batch.suffix_len[b]))
         ex_idx = torch.tensor(order, device=device).repeat_interleave(n)
         cand_idx = torch.arange(n, device=device).repeat(num_ex)
-        widths = batch.suffix_len.to(device)[ex_idx].tolist()  # ascending
+        widths = (batch.suffix_len.to(device)[ex_idx] + self.ext).tolist()  # ascending
         gold = batch.gold.to(device)
         total = torch.zeros(n, dtype=torch.float64)
-        start = 0
-        while start < len(ex_idx):
-            end = start + 1
-            while (end < len(ex_idx) and end - start < self.forward_batch
-                   and (end + 1 - start) * widths[end] <= self.forward_tokens):
-                end += 1
+
+        def run(start: int, end: int) -> None:
             b, c = ex_idx[start:end], cand_idx[start:end]
-            start = end
-            loss = self._row_loss(self._forward(batch, b, rows[c]), gold[b])
+            loss = self._row_loss(self._forward(batch, b, rows[c]), gold[b], batch.columns)
             total.index_add_(0, c.cpu(), loss.double().cpu())
+
+        self._in_chunks(widths, run)
         return (total / num_ex).float()
 
     @torch.inference_mode()
@@ -258,30 +366,29 @@ class TriggerObjective:
         """``[B, C]`` class scores (log-softmax over classes) of every example for ``triggers``."""
         device = self.backend.device
         trig = torch.tensor(list(triggers), device=device)
-        out = []
-        step = max(1, min(self.forward_batch, self.forward_tokens // int(batch.suffix_len.max())))
-        for start in range(0, len(batch), step):
-            b = torch.arange(start, min(start + step, len(batch)), device=device)
-            hidden = self._forward(batch, b, trig[None, :].expand(len(b), -1))
-            out.append(torch.log_softmax(self._class_scores(hidden), -1).cpu())
-        return torch.cat(out)
+        order = torch.argsort(batch.suffix_len.cpu(), stable=True)
+        widths = (batch.suffix_len.cpu()[order] + self.ext).tolist()
+        out = torch.empty(len(batch), self.targets.num_classes)
+
+        def run(start: int, end: int) -> None:
+            b = order[start:end]
+            scores = self._forward(batch, b.to(device), trig[None, :].expand(len(b), -1))
+            out[b] = torch.log_softmax(self._classes(scores, batch.columns), -1).cpu()
+
+        self._in_chunks(widths, run)
+        return out
 
     # --- the slow reference -------------------------------------------------------------------
     @torch.inference_mode()
     def naive_losses(self, examples: Sequence[Example], rows: torch.Tensor) -> torch.Tensor:
-        """The same losses one candidate and one example at a time, full recompute and
-        full-vocabulary logits at every position (as the original AutoPrompt code does)."""
-        model = self.backend.model
+        """The same losses one candidate, one example and one label word at a time, full
+        recompute and full-vocabulary logits at every position (as the original AutoPrompt
+        code does); every class is a candidate (no ``columns``)."""
+        gold = torch.tensor([ex.label for ex in examples])
         out = []
         for row in rows.tolist():
-            losses = []
-            for prompt, ex in zip(self.scorer.encode(examples, row), examples):
-                logits = model(input_ids=torch.tensor([prompt.ids], device=self.backend.device)).logits
-                logp = torch.log_softmax(logits[0].float(), -1)[prompt.predict_pos]
-                word = logp[self.label_ids][None, :]
-                classes = self.scorer.label_words.class_scores(word)
-                losses.append(float(-torch.log_softmax(classes, -1)[0, ex.label]))
-            out.append(sum(losses) / len(losses))
+            classes = self.scorer.naive_class_logprobs(examples, row, self.targets)
+            out.append(float(-torch.log_softmax(classes, -1).gather(1, gold[:, None]).mean()))
         return torch.tensor(out)
 
     # --- gradient ---------------------------------------------------------------------------
@@ -297,17 +404,26 @@ class TriggerObjective:
         gold = batch.gold.to(device)
         grad = torch.zeros(len(trig_ids), backend.input_embeddings().shape[1])
         total = 0.0
-        step = max(1, self.forward_batch // 4)
+
+        def run(start: int, end: int) -> None:
+            nonlocal total
+            b = torch.arange(start, end, device=device)
+            trig = backend.embed(trig_ids).detach().clone().requires_grad_(True)  # [P, d]
+            scores = self._forward(batch, b, trig_ids[None, :].expand(len(b), -1), trig)
+            loss = self._row_loss(scores, gold[b], batch.columns).sum() / len(batch)
+            (g,) = torch.autograd.grad(loss, trig)
+            grad.add_(g.float().cpu())
+            total += float(loss.detach())
+
         with torch.enable_grad():
-            for start in range(0, len(batch), step):
-                b = torch.arange(start, min(start + step, len(batch)), device=device)
-                trig = backend.embed(trig_ids).detach().clone().requires_grad_(True)  # [P, d]
-                hidden = self._forward(batch, b, trig_ids[None, :].expand(len(b), -1), trig)
-                loss = self._row_loss(hidden, gold[b]).sum() / len(batch)
-                (g,) = torch.autograd.grad(loss, trig)
-                grad += g.float().cpu()
-                total += float(loss.detach())
+            self._in_chunks((batch.suffix_len.cpu() + self.ext).tolist(), run, backward=True)
         return grad, total
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator (or CPU allocator) out-of-memory error."""
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(exc, (oom, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc)
 
 
 def _concat_prefix(parts: list[PrefixCache]) -> PrefixCache:
@@ -328,8 +444,51 @@ def _concat_prefix(parts: list[PrefixCache]) -> PrefixCache:
     return PrefixCache(layers, torch.cat([pad(p.mask, 1) for p in parts]))
 
 
-def _words(scorer: PromptScorer) -> list[str]:
-    return [w for lab in scorer.task.labels for w in scorer.verbalizer[lab]]
+@dataclass
+class SearchTargets:
+    """What the search ranks, and the examples of each split with their gold class."""
+
+    words: LabelWords  # the classes' label words, or one single-token class per candidate object
+    examples: dict[str, list[Example]]
+    columns: dict[str, torch.Tensor | None]  # per split: the classes ranked (None: all)
+    skipped: dict[str, int]  # per split: examples left out (a gold object of several tokens)
+    answer_ids: list[int]  # tokens that are no triggers unless --allow-label-words
+
+
+def search_targets(scorer: PromptScorer, splits: dict[str, list[Example]]) -> SearchTargets:
+    """The targets of a classification task (its label words) or of an open-vocabulary task.
+
+    For an open-vocabulary task (LAMA) every token ``evaluate_prompt`` ranks a split's gold
+    objects among (``restrict_vocab=True``) is one class; an example's class is its gold
+    object's token, examples whose gold object is several tokens are left out, and each
+    split is ranked among its own evaluation candidates, so the search's dev accuracy is
+    the evaluation's precision@1. The answers (the candidate vocabulary, else the gold
+    objects) are kept out of the triggers.
+    """
+    if scorer.label_words is not None:
+        words = scorer.label_words
+        return SearchTargets(words, dict(splits), dict.fromkeys(splits), dict.fromkeys(splits, 0),
+                             [ids[0] for ids in words.word_ids])
+    per_split = {name: retrieval_candidates(scorer, exs) for name, exs in splits.items()}
+    cand = sorted(set().union(*(c for c, _ in per_split.values())))
+    col = {t: i for i, t in enumerate(cand)}
+    examples, columns, skipped = {}, {}, {}
+    for name, exs in splits.items():
+        split_cand, gold = per_split[name]
+        kept = [replace(ex, label=col[gold[ex.extra["label_text"]]]) for ex in exs
+                if ex.extra["label_text"] in gold]
+        if not kept:
+            raise UserError(f"no {name} example of task '{scorer.task.name}' has an object that is "
+                            "a single token in this model's vocabulary; the search ranks "
+                            "single-token objects")
+        examples[name], skipped[name] = kept, len(exs) - len(kept)
+        mask = torch.zeros(len(cand), dtype=torch.bool)
+        mask[[col[t] for t in split_cand]] = True
+        columns[name] = None if mask.all() else mask
+    golds = sorted({t for _, gold in per_split.values() for t in gold.values()})
+    words = LabelWords(tuple(range(len(cand))), tuple((t,) for t in cand), len(cand))
+    return SearchTargets(words, examples, columns, skipped,
+                         cand if scorer.task.candidate_vocab else golds)
 
 
 # --- the searcher ----------------------------------------------------------------------------
@@ -390,11 +549,13 @@ class GradientSearch(Searcher):
             raise UserError(f"template {template_src!r} has no [T] slot to search; add some, e.g. "
                             "'{sentence} [T] [T] [T] [P] .'")
         scorer = PromptScorer(backend, task, template, batch_size=cfg.eval_batch_size)
-        objective = TriggerObjective(scorer, cfg.forward_batch, forward_tokens=cfg.forward_tokens)
         train, dev = task.examples("train"), task.examples("dev")
         if not train or not dev:
             raise UserError(f"task '{task.name}' needs train and dev examples for a search")
-        exclude = [] if cfg.allow_label_words else [ids[0] for ids in scorer.label_words.word_ids]
+        targets = search_targets(scorer, {"train": train, "dev": dev})
+        objective = TriggerObjective(scorer, cfg.forward_batch, forward_tokens=cfg.forward_tokens,
+                                     targets=targets.words)
+        exclude = [] if cfg.allow_label_words else targets.answer_ids
         allowed = allowed_token_mask(backend.tokenizer, backend.vocab_size, exclude_ids=exclude,
                                      whole_words=cfg.whole_words, ascii_only=cfg.ascii_only,
                                      deny=cfg.deny)
@@ -406,8 +567,8 @@ class GradientSearch(Searcher):
         fresh = state is None
         current = self._initial(template, backend, allowed, human) if fresh else state["current"]
         # every example's prefix (before the first trigger) is run once for the whole search
-        train = objective.encode(train, current)
-        dev = objective.encode(dev, current)
+        train = objective.encode(targets.examples["train"], current, targets.columns["train"])
+        dev = objective.encode(targets.examples["dev"], current, targets.columns["dev"])
         if fresh:
             dev_acc, dev_loss = self._dev(objective, dev, current)
             state = {"iteration": 0, "current": current, "best": list(current),
@@ -423,7 +584,8 @@ class GradientSearch(Searcher):
             ctx.run.truncate_log(state["iteration"])
             state["stopped"] = None  # budgets may have been raised for the resumed run
         self._loop(ctx, state, template, objective, train, dev, allowed)
-        return self._result(ctx, state, template, template_src, scorer, objective, train)
+        return self._result(ctx, state, template, template_src, scorer, objective, train,
+                            targets.skipped)
 
     # --- the loop -------------------------------------------------------------------------------
     def _loop(self, ctx, state, template, objective, train, dev, allowed) -> None:
@@ -549,7 +711,8 @@ class GradientSearch(Searcher):
         ctx.run.save_checkpoint(state)
 
     # --- result ---------------------------------------------------------------------------------
-    def _result(self, ctx, state, template, template_src, scorer, objective, train) -> PromptResult:
+    def _result(self, ctx, state, template, template_src, scorer, objective, train,
+                skipped) -> PromptResult:
         backend = ctx.backend
         best = [int(t) for t in state["best"]]
         texts = token_texts(backend.tokenizer)
@@ -566,7 +729,8 @@ class GradientSearch(Searcher):
             config={**self.resolved_config(ctx), "template": template_src},
             extra={"iterations": state["iteration"], "stopped": state["stopped"],
                    "seconds": round(state["elapsed"], 1),
-                   "retokenizes": retokenizes(backend.tokenizer, template, best)},
+                   "retokenizes": retokenizes(backend.tokenizer, template, best),
+                   "skipped_multi_token": skipped},
         )
 
 
