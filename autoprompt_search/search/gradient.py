@@ -12,12 +12,15 @@ One iteration:
    re-tokenise to the same ids, scored together with the current triggers on the
    batch in large batched forward passes (causal LMs reuse the key/value states of
    each example's prefix before the first trigger; logits only at [P], only for
-   the label words);
+   the label words when they are single tokens);
 4. keep the best if it lowers the loss; evaluate on dev when the triggers changed.
 
 The result is the prompt with the best dev accuracy seen (ties: lower dev loss).
 The loss is the cross-entropy of the gold class among the class scores
-(log-sum-exp of the label words' log-probabilities).
+(log-sum-exp of the label words' log-probabilities; causal LMs score label words of
+several tokens as whole words). For an open-vocabulary task (LAMA) each candidate
+object token is a class, as in ``evaluate_prompt``, so the dev accuracy is precision@1.
+Forward passes that run out of memory are retried with half the batch.
 """
 
 from __future__ import annotations
@@ -78,10 +81,11 @@ class GradientConfig:
     accumulation_steps: int = field(default=1, metadata={
         "help": "Training batches whose gradients are summed per iteration."})
     forward_batch: int = field(default=256, metadata={
-        "help": "At most this many rows (candidate x example) per forward pass."})
+        "help": "At most this many rows (candidate x example, times the number of multi-token "
+                "label words if any) per forward pass; halved on out-of-memory."})
     forward_tokens: int = field(default=1024, metadata={
         "help": "At most this many tokens (rows x padded width) per forward pass; smaller "
-                "passes use the CPU cache better."})
+                "passes use the CPU cache better; halved on out-of-memory."})
     eval_batch_size: int = field(default=64, metadata={"help": "Examples per forward pass on dev."})
     init: str = field(default="neutral", metadata={
         "help": "Initial triggers: neutral ([MASK] for masked LMs, else --init-word), random "
@@ -94,7 +98,8 @@ class GradientConfig:
         "help": "Only whole-word tokens (letters, start of a word) as candidates."})
     ascii_only: bool = field(default=True, metadata={"help": "Only ASCII tokens as candidates."})
     allow_label_words: bool = field(default=False, metadata={
-        "help": "Allow the label words themselves as triggers."})
+        "help": "Allow the label words themselves as triggers (open-vocabulary tasks: the "
+                "candidate objects, else the gold objects)."})
     deny: list[str] = field(default_factory=list, metadata={
         "help": "Words never used as triggers (comma-separated)."})
 
@@ -178,7 +183,9 @@ class TriggerObjective:
         self.forward_tokens = forward_tokens
         self.use_prefix_cache = use_prefix_cache and self.backend.supports_prefix_cache
         device = self.backend.device
-        self.label_ids = targets.first_ids.to(device)
+        first = targets.first_ids
+        whole_vocab = torch.equal(first, torch.arange(self.backend.vocab_size))
+        self.label_ids = None if whole_vocab else first.to(device)  # None: every token, in order
         multi = [(w, ids) for w, ids in enumerate(targets.word_ids) if len(ids) > 1]
         if multi and self.backend.kind != "causal":
             raise UserError("a masked LM predicts one token at [P]; use single-token label words")
@@ -280,7 +287,9 @@ class TriggerObjective:
     def _word_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[R, W]`` log p(word | prompt) from hidden states ``[R, groups, ext + 1, d]``."""
         head = self.backend.head
-        first = torch.log_softmax(head(hidden[:, 0, 0]).float(), -1)[:, self.label_ids]
+        first = torch.log_softmax(head(hidden[:, 0, 0]).float(), -1)
+        if self.label_ids is not None:
+            first = first[:, self.label_ids]
         group, step, token, word = self._queries
         cont = torch.log_softmax(head(hidden[:, group, step]).float(), -1)  # [R, Q, V]
         picked = cont.gather(-1, token[None, :, None].expand(len(hidden), -1, 1))[..., 0]
