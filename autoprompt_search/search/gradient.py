@@ -648,7 +648,7 @@ class GradientSearch(Searcher):
         batches = self._batches(train)
         grad = None
         for batch in batches:
-            g, _ = objective.gradient(batch, state["current"])
+            g, batch_loss = objective.gradient(batch, state["current"])
             grad = g if grad is None else grad + g
         cand_allowed = allowed.clone()
         top = top_candidates(grad, emb, cfg.k, cand_allowed)
@@ -665,8 +665,9 @@ class GradientSearch(Searcher):
         tried = len(rows)
         if len(rows):
             rows = rows[retokenize_mask(backend.tokenizer, template, rows)]
-        losses = objective.losses(batches[-1], torch.cat([current[None], rows]))
-        current_loss, cand_losses = float(losses[0]), losses[1:]
+        # the current triggers' loss on the last batch came with its gradient: score only the candidates
+        current_loss = batch_loss
+        cand_losses = objective.losses(batches[-1], rows) if len(rows) else torch.empty(0)
         accepted = False
         best_cand_loss = None
         if len(cand_losses):
