@@ -43,8 +43,20 @@ clean:
 # facts per relation (SmolLM2 on a shared 2-core CPU scores a few examples per second).
 # The search studies (experiments/gradient-sst2, experiments/blackbox, ...) have their own
 # scripts; the suite table picks up every result.json they leave under experiments/.
+# every study, in order; each step skips finished runs and resumes interrupted ones (hours on 2 cores)
+WAYWARD := --tasks sst-2 agnews --seeds 13 21 42 --steps 150 --eval-every 15 --batch-size 8 \
+           --test-limit 500 --khashabi-seeds 13 21 --gammas 0.3 3 --out experiments/waywardness/long
 experiments: install
 	OMP_NUM_THREADS=1 N=150 ./experiments/run_human.sh
+	OMP_NUM_THREADS=1 bash experiments/gradient-sst2/run.sh
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/blackbox/run.py sst-2 agnews
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/waywardness/run.py $(WAYWARD)
+	[ -f experiments/waywardness/long/human.json ] || OMP_NUM_THREADS=1 \
+	  $(BIN)/python experiments/waywardness/human.py --all --limit 500 500 --out long/human.json
+	$(BIN)/python experiments/waywardness/summarize.py long > experiments/waywardness/long/results.md
+	OMP_NUM_THREADS=1 bash experiments/suite/run_searches.sh sst-5 trec
+	OMP_NUM_THREADS=1 METHODS=gradient bash experiments/suite/run_searches.sh agnews
+	OMP_NUM_THREADS=1 ITERATIONS=8 bash experiments/lama/run_ours.sh
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/lama/run.py --limit 60
 	$(BIN)/python experiments/lama/summarize.py
 	$(BIN)/python experiments/sensitivity/summarize.py

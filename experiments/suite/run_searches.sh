@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The suite's search runs on sst-5 and trec (sst-2 and agnews runs come from the other studies):
+# The suite's search runs on sst-5 and trec (sst-2 and agnews runs come from the other studies;
+# `METHODS=gradient bash run_searches.sh agnews` adds the gradient runs agnews lacks):
 # every strategy x 16-shot split seeds 13, 21, 42 on SmolLM2-135M, one folder per run under
 # experiments/suite/runs/. Re-running skips finished runs and resumes interrupted ones.
 # Usage: bash experiments/suite/run_searches.sh [TASK ...]   (from the repository root)
@@ -9,7 +10,10 @@ OUT=${OUT:-experiments/suite/runs}
 CLI=${CLI:-.venv/bin/autoprompt-search}
 TASKS=${*:-sst-5 trec}
 SEEDS=${SEEDS:-13 21 42}
-TEMPLATE="{sentence} [T] [T] [T] [T] [T] [P]"
+template() {  # five trigger slots after the task's text field
+  local field=sentence; [ "$1" = agnews ] && field=text
+  echo "{$field} [T] [T] [T] [T] [T] [P]"
+}
 
 run() {  # run NAME ARGS...: one search, skipped when done, resumed when interrupted
   local dir=$OUT/$1; shift
@@ -22,15 +26,15 @@ run() {  # run NAME ARGS...: one search, skipped when done, resumed when interru
 search() {  # search METHOD TASK SEED
   local common=(--task "$2" --split-seed "$3" --seed "$3")
   case $1 in
-    # soft prompt (then projected) and PEZ: 300 steps from the words of the task's first human prompt
-    soft|pez) run "$2-s$3-$1" --strategy "$1" "${common[@]}" --template "$TEMPLATE" \
-                --steps 300 --batch-size 8 --eval-every 25 --dev-limit 32 ;;
+    # soft prompt (then projected) and PEZ: 200 steps from the words of the task's first human prompt
+    soft|pez) run "$2-s$3-$1" --strategy "$1" "${common[@]}" --template "$(template "$2")" \
+                --steps 200 --batch-size 8 --eval-every 20 --dev-limit 32 ;;
     # black-box: Optuna TPE over the task's shipped space, human prompts enqueued first
-    optuna) run "$2-s$3-optuna" --strategy optuna "${common[@]}" --trials 24 \
+    optuna) run "$2-s$3-optuna" --strategy optuna "${common[@]}" --trials 16 \
               --search-examples 32 --batch-size 16 ;;
     # gradient (AutoPrompt): 5 triggers, neutral init
-    gradient) run "$2-s$3-gradient" --strategy gradient "${common[@]}" --template "$TEMPLATE" \
-                --k 16 --batch-size 16 --iterations 30 --time-budget 360 ;;
+    gradient) run "$2-s$3-gradient" --strategy gradient "${common[@]}" --template "$(template "$2")" \
+                --k 16 --batch-size 16 --iterations 20 --time-budget 300 ;;
   esac
 }
 
