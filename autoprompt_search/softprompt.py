@@ -28,6 +28,7 @@ from .encoding import EncodedPrompt
 from .errors import UserError
 from .metrics import classification_metrics
 from .models.base import LMBackend, PrefixCache
+from .objective import TriggerObjective
 from .results import atomic_write, provenance, write_json
 from .scoring import Evaluation, PromptScorer
 from .tasks import Task
@@ -40,7 +41,11 @@ META_FILE = "soft_prompt.json"
 
 # --- differentiable scoring -------------------------------------------------------
 class SoftScorer:
-    """Class scores with vectors in the [T] slots; gradients flow into the vectors."""
+    """Class scores with vectors in the [T] slots; gradients flow into the vectors.
+
+    A thin layer over the trigger-slot objective (:class:`~autoprompt_search.objective.TriggerObjective`)
+    that takes encoded prompts and returns exact log-probabilities.
+    """
 
     def __init__(self, backend: LMBackend, task: Task, template: str | Template,
                  verbalizer: dict[str, list[str]] | None = None) -> None:
@@ -57,6 +62,7 @@ class SoftScorer:
                             "add some, e.g. '{sentence} [T] [T] [T] [P] .'")
         self.label_words = self.scorer.label_words
         self.dim = backend.input_embeddings().shape[1]
+        self.objective = TriggerObjective(self.scorer)  # label words scored as whole words
 
     def encode(self, examples: Sequence) -> list[EncodedPrompt]:
         """Encode examples with placeholder ids in the [T] slots (replaced by vectors later)."""
@@ -68,12 +74,7 @@ class SoftScorer:
         That part never changes during training, so it is run once; later calls of
         :meth:`word_logprobs` pass ``prefix`` and the row of each prompt in it.
         """
-        if not self.backend.supports_prefix_cache or min(p.prefix_len for p in prompts) < 1:
-            return None
-        cache = self.backend.encode_prefix([p.ids[: p.prefix_len] for p in prompts])
-        # plain tensors (not inference tensors), so autograd may save them
-        layers = [(k.clone(), v.clone()) for k, v in cache.layers]
-        return PrefixCache(layers, cache.mask.clone())
+        return self.objective.prefix_cache(prompts)
 
     def word_logprobs(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor,
                       prefix: PrefixCache | None = None,
@@ -83,54 +84,8 @@ class SoftScorer:
         With ``prefix`` (from :meth:`cache`), prompt n continues cached row ``prefix_rows[n]``
         and only its tokens from the first [T] on are run.
         """
-        backend = self.backend
-        dev = backend.device
-        words = self.label_words.word_ids
-        multi = [(w, ids) for w, ids in enumerate(words) if len(ids) > 1]
-        rows, positions, owner, base_rows = [], [], [], []
-        for n, p in enumerate(prompts):
-            cut = p.prefix_len if prefix is not None else 0
-            base_rows.append(len(rows))
-            rows.append(list(p.ids[cut:]))
-            positions.append([p.predict_pos - cut])
-            owner.append(n)
-            for _, ids in multi:
-                rows.append(list(p.ids[cut:]) + list(ids[:-1]))
-                positions.append([p.predict_pos - cut + j for j in range(len(ids))])
-                owner.append(n)
-        width = max(len(x) for x in positions)
-        pos = torch.tensor([x + [x[-1]] * (width - len(x)) for x in positions], device=dev)
-        batch = backend.pad(rows)
-        emb = backend.embed(batch.input_ids).detach()
-        r_idx, p_idx, s_idx = [], [], []
-        for r, n in enumerate(owner):
-            cut = prompts[n].prefix_len if prefix is not None else 0
-            for s, t in enumerate(prompts[n].trigger_pos):
-                r_idx.append(r)
-                p_idx.append(t - cut)
-                s_idx.append(s)
-        values = vectors.to(device=dev, dtype=emb.dtype)[torch.tensor(s_idx, device=dev)]
-        emb = emb.index_put((torch.tensor(r_idx, device=dev), torch.tensor(p_idx, device=dev)), values)
-        kw = {}
-        if prefix is not None:
-            rows_of = list(prefix_rows) if prefix_rows is not None else list(range(len(prompts)))
-            kw = {"prefix": prefix, "prefix_rows": torch.tensor([rows_of[n] for n in owner], device=dev)}
-        hidden = backend.hidden_at(batch, pos, inputs_embeds=emb, **kw)  # [R, width, d]
-        logp = torch.log_softmax(backend.head(hidden).float(), dim=-1)
-        base = torch.tensor(base_rows, device=dev)
-        first = self.label_words.first_ids.to(dev)
-        out = logp[base, 0][:, first]  # [N, W]
-        if multi:
-            extra = torch.zeros_like(out)
-            for k, (w, ids) in enumerate(multi):
-                sel = base + 1 + k  # the row for word w follows its example's base row
-                rest = torch.tensor(ids[1:], device=dev)
-                steps = torch.arange(1, len(ids), device=dev)
-                picked = logp[sel][:, steps].gather(-1, rest[None, :, None].expand(len(sel), -1, 1))
-                extra = extra.index_put((torch.arange(len(sel), device=dev),
-                                         torch.full((len(sel),), w, device=dev)), picked[..., 0].sum(-1))
-            out = out + extra
-        return out
+        batch = self.objective.batch(prompts, None, prefix, prefix_rows)
+        return self.objective.vector_word_logprobs(batch, vectors)
 
     def class_logprobs(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor,
                        prefix: PrefixCache | None = None,
@@ -141,8 +96,8 @@ class SoftScorer:
     def loss(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor, gold: Sequence[int],
              prefix: PrefixCache | None = None, prefix_rows: Sequence[int] | None = None) -> torch.Tensor:
         """Mean cross-entropy of the gold class (class scores renormalised over the classes)."""
-        scores = self.class_logprobs(prompts, vectors, prefix, prefix_rows)
-        return torch.nn.functional.cross_entropy(scores, torch.tensor(list(gold), device=scores.device))
+        return self.objective.vector_loss(self.objective.batch(prompts, gold, prefix, prefix_rows),
+                                          vectors)
 
     @torch.no_grad()
     def evaluate(self, examples: Sequence, vectors: torch.Tensor, split: str = "dev",
