@@ -54,8 +54,7 @@ experiments: install
 	[ -f experiments/waywardness/long/human.json ] || OMP_NUM_THREADS=1 \
 	  $(BIN)/python experiments/waywardness/human.py --all --limit 500 500 --out long/human.json
 	$(BIN)/python experiments/waywardness/summarize.py long > experiments/waywardness/long/results.md
-	OMP_NUM_THREADS=1 bash experiments/suite/run_searches.sh sst-5 trec
-	OMP_NUM_THREADS=1 METHODS=gradient bash experiments/suite/run_searches.sh agnews
+	JOBS=2 bash experiments/suite/run_all.sh
 	OMP_NUM_THREADS=1 ITERATIONS=8 bash experiments/lama/run_ours.sh
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/lama/run.py --limit 60
 	$(BIN)/python experiments/lama/summarize.py

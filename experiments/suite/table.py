@@ -35,7 +35,7 @@ HUMAN = {"sst-2": EXPERIMENTS / "sensitivity" / "sst-2", "agnews": EXPERIMENTS /
          "sst-5": HERE / "human" / "sst-5", "trec": HERE / "human" / "trec"}
 METHODS = {"gradient": "gradient (AutoPrompt)", "optuna": "black-box (Optuna)",
            "soft": "projected soft prompt", "pez": "PEZ"}
-SKIP_DIRS = {"suite", "sensitivity", "lama", "eval-cache"}
+SKIP_DIRS = {"sensitivity", "lama", "eval-cache", "waywardness"}  # waywardness: its own table
 
 
 def found_results(task: str, model: str) -> list[Path]:

@@ -72,9 +72,10 @@ def main() -> None:
     print("| task | seed | method | prompt | best dev step | trigger log-ppl |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        res = json.loads((HERE / "runs" / run_name(r) / "result.json").read_text())
+        path = HERE / "runs" / run_name(r) / "result.json"  # run folders of earlier sessions may be gone
+        best_step = json.loads(path.read_text())["extra"].get("best_step") if path.is_file() else "-"
         print(f"| {r['task']} | {r['seed']} | {r['method']}{'' if r['gamma'] is None else ' γ=' + str(r['gamma'])} "
-              f"| `{r['prompt']}` | {res['extra'].get('best_step')} | "
+              f"| `{r['prompt']}` | {best_step} | "
               f"{r['scores'].get('trigger_log_ppl', float('nan')):.2f} |")
 
     print("\n## How far the soft vectors are from their nearest tokens\n")
