@@ -45,7 +45,7 @@ clean:
 # scripts; the suite table picks up every result.json they leave under experiments/.
 # every study, in order; each step skips finished runs and resumes interrupted ones (hours on 2 cores)
 WAYWARD := --tasks sst-2 agnews --seeds 13 21 42 --steps 150 --eval-every 15 --batch-size 8 \
-           --test-limit 500 --khashabi-seeds 13 21 --gammas 0.3 3 --out experiments/waywardness/long
+           --test-limit 500 --khashabi-seeds 13 21 42 --gammas 0.3 3 --out experiments/waywardness/long
 experiments: install
 	OMP_NUM_THREADS=1 N=150 ./experiments/run_human.sh
 	OMP_NUM_THREADS=1 bash experiments/gradient-sst2/run.sh

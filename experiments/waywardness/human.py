@@ -31,13 +31,16 @@ def main() -> None:
     ap.add_argument("--all", action="store_true", help="every human prompt of the task files")
     ap.add_argument("--out", default="human.json", help="output file (relative to this folder)")
     args = ap.parse_args()
-    out = {}
+    path = HERE / args.out
+    out = json.loads(path.read_text()) if path.is_file() else {}  # resumable: scored keys stay
     backend = load_model("smollm2-135m")
     for task_name, names, limit in (("sst-2", ("quote", "it-was"), args.limit[0]),
                                     ("agnews", ("article-about", "topic"), args.limit[1])):
         task = Task.load(task_name, data_root=DATA)
         by_name = {p.name: p for p in task.prompts}
         for name in (by_name if args.all else names):
+            if f"{task_name}/{name}" in out:
+                continue
             try:
                 ev = evaluate_prompt(backend, task, by_name[name].template, "test", limit=limit,
                                      progress=True)
@@ -47,16 +50,27 @@ def main() -> None:
             out[f"{task_name}/{name}"] = {"prompt": by_name[name].template, "n": ev.metrics["n"],
                                           "accuracy": ev.metrics["accuracy"]}
             print(task_name, name, ev.metrics["accuracy"], flush=True)
-    # the gradient search's prompts (experiments/gradient-sst2), on the same SST-2 subset
-    task = Task.load("sst-2", data_root=DATA)
-    for run in sorted((HERE.parent / "gradient-sst2" / "runs").glob("split-*/result.json")):
+    # the gradient search's prompts: experiments/gradient-sst2 (SST-2, 40 iterations) and the
+    # suite's runs (experiments/suite/runs, both tasks, 12 iterations), on the same subsets
+    runs = [("sst-2", "gradient-", p) for p in
+            sorted((HERE.parent / "gradient-sst2" / "runs").glob("split-*/result.json"))]
+    for task_name in ("sst-2", "agnews"):
+        runs += [(task_name, "gradient-suite-", p) for p in sorted(
+            (HERE.parent / "suite" / "runs").glob(f"{task_name}-s*-gradient/result.json"))]
+    tasks = {}
+    for task_name, prefix, run in runs:
         res = PromptResult.load(run)
+        key = f"{task_name}/{prefix}split-{res.config['data_seed']}"
+        if key in out:
+            continue
+        task = tasks.setdefault(task_name, Task.load(task_name, data_root=DATA))
+        limit = args.limit[0] if task_name == "sst-2" else args.limit[1]
         ev = evaluate_prompt(backend, task, res.template, "test", triggers=res.trigger_ids,
-                             limit=args.limit[0], progress=True)
-        out[f"sst-2/gradient-{run.parent.name}"] = {"prompt": res.prompt, "n": ev.metrics["n"],
-                                                    "accuracy": ev.metrics["accuracy"]}
-        print(run.parent.name, res.prompt, ev.metrics["accuracy"], flush=True)
-    (HERE / args.out).write_text(json.dumps(out, indent=2) + "\n")
+                             limit=limit, progress=True)
+        out[key] = {"prompt": res.prompt, "n": ev.metrics["n"], "accuracy": ev.metrics["accuracy"]}
+        print(key, res.prompt, ev.metrics["accuracy"], flush=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+    path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
 

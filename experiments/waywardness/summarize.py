@@ -36,8 +36,8 @@ def main() -> None:
     tasks = sorted({r["task"] for r in main_rows}, key=lambda t: (t != "sst-2", t))
     print("## Test accuracy (%) on a fixed test subset (the first N test examples)\n")
     print("| task | N | split seed | best human | human median | soft | projection of soft | PEZ "
-          "| PEZ + fluency | gradient |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| PEZ + fluency | gradient (40 it.) | gradient (suite, 12 it.) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for task in tasks:
         hum = {k.split("/", 1)[1]: v for k, v in human.items() if k.startswith(task + "/")}
         best_h = max((v for k, v in hum.items() if not k.startswith("gradient")),
@@ -45,7 +45,7 @@ def main() -> None:
         human_accs = [v["accuracy"] for k, v in hum.items() if not k.startswith("gradient")]
         med_h = statistics.median(human_accs) if human_accs else None
         seeds = sorted({r["seed"] for r in main_rows if r["task"] == task})
-        cols = {"soft": [], "proj": [], "pez": [], "fluent": [], "grad": []}
+        cols = {"soft": [], "proj": [], "pez": [], "fluent": [], "grad": [], "grad_suite": []}
 
         def find(seed, method):
             return next((r for r in main_rows if (r["task"], r["seed"], r["method"]) == (task, seed, method)),
@@ -54,8 +54,10 @@ def main() -> None:
         for seed in seeds:
             soft, pez, fluent = find(seed, "soft"), find(seed, "pez"), find(seed, "pez-fluent")
             grad = hum.get(f"gradient-split-{seed}")
+            grad_suite = hum.get(f"gradient-suite-split-{seed}")
             vals = (soft and soft["test_soft"], soft and soft["test_projected"], pez and pez["test_hard"],
-                    fluent and fluent["test_hard"], grad and grad["accuracy"])
+                    fluent and fluent["test_hard"], grad and grad["accuracy"],
+                    grad_suite and grad_suite["accuracy"])
             for key, v in zip(cols, vals):
                 cols[key].append(v)
             n = (soft or pez or fluent)["n_test"]
