@@ -104,6 +104,11 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_causal, toy_t
     b = SoftPrompt.load(tmp_path / "part").vectors
     assert torch.allclose(a, b, atol=1e-6)
     assert resumed.scores == full.scores
+    # search seconds go on from the interrupted session's (the log's times never go back)
+    times = [json.loads(x)["time"] for x in (tmp_path / "part" / "log.jsonl").read_text().splitlines()
+             if "time" in json.loads(x)]
+    assert len(times) == 4 and times == sorted(times)
+    assert times[0] > 0 and resumed.extra["seconds"] >= round(times[-1], 1)
     with pytest.raises(UserError, match="lr"):
         run_search("soft", task=toy_task, model="tiny-causal", template=TEMPLATE, out=tmp_path / "part",
                    seed=0, resume=True, backend=tiny_causal, progress=False,

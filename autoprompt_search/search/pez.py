@@ -88,6 +88,6 @@ class PezSearch(ContinuousSearch):
             model=backend.name, strategy=self.name, seed=self.seed, verbalizer=scorer.scorer.verbalizer,
             trigger_ids=ids, trigger_tokens=[backend.encoder.decode_trigger(i) for i in ids],
             scores=scores, config=config,
-            extra={"best_step": best["step"], "init_ids": self.init_ids,
+            extra={"best_step": best["step"], "seconds": round(self.elapsed, 1), "init_ids": self.init_ids,
                    "distinct_projections": distinct},
         )

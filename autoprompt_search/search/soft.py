@@ -15,6 +15,7 @@ nearest-token projection.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,7 +242,7 @@ class ContinuousSearch(Searcher):
         vectors = embeddings[torch.tensor(init_ids, device=backend.device)].clone().float()
         vectors.requires_grad_(True)
         opt = self._optimizer([vectors])
-        start, best = 0, None
+        start, best, elapsed = 0, None, 0.0
         ckpt_pt = run.path / "checkpoint.pt" if run is not None else None
         if state is not None:
             saved = torch.load(ckpt_pt, map_location="cpu", weights_only=False)
@@ -249,6 +250,7 @@ class ContinuousSearch(Searcher):
                 vectors.copy_(saved["vectors"].to(vectors.device))
             opt.load_state_dict(saved["optimizer"])
             start, best = int(saved["step"]), saved["best"]
+            elapsed = float(saved.get("elapsed", 0.0))  # search seconds before the interruption
         if ctx.resume and run is not None:
             run.truncate_log(start)
         if best is None:
@@ -259,6 +261,7 @@ class ContinuousSearch(Searcher):
 
         bar = tqdm(range(start, cfg.steps), desc=f"{self.name} search", unit="step",
                    disable=not ctx.progress, initial=start, total=cfg.steps)
+        started = time.perf_counter() - elapsed
         for step in bar:
             idx = self._batch(len(prompts), step)
             opt.zero_grad(set_to_none=True)
@@ -266,7 +269,8 @@ class ContinuousSearch(Searcher):
                                          vectors, allowed, idx)
             opt.step()
             done = step + 1
-            record: dict[str, Any] = {"step": done, "loss": float(loss), **parts}
+            record: dict[str, Any] = {"step": done, "loss": float(loss), **parts,
+                                      "time": round(time.perf_counter() - started, 3)}
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 score = self.dev_score(ctx, scorer, dev, vectors, allowed)
                 record.update({f"dev_{k}": v for k, v in _loggable(score).items()})
@@ -278,10 +282,12 @@ class ContinuousSearch(Searcher):
                 run.log(record)
                 if done % cfg.eval_every == 0 or done == cfg.steps:
                     save_tensor_state(ckpt_pt, {"step": done, "vectors": vectors.detach().cpu(),
-                                                "optimizer": opt.state_dict(), "best": best})
+                                                "optimizer": opt.state_dict(), "best": best,
+                                                "elapsed": time.perf_counter() - started})
                     run.save_checkpoint({"step": done, "best_step": best["step"],
                                          "best_dev_accuracy": best["accuracy"]})
         history = run.history() if run is not None else []
+        self.elapsed = time.perf_counter() - started  # search seconds, across resumes
         return self.finish(ctx, scorer, best, allowed, history)
 
 
@@ -353,6 +359,7 @@ class SoftSearch(ContinuousSearch):
         anchor = self._anchor(ctx, scorer.num_slots)
         extra: dict[str, Any] = {
             "soft_prompt": "soft_prompt.safetensors", "best_step": best["step"],
+            "seconds": round(self.elapsed, 1),
             "note": "trigger_ids are the nearest-token projection of the soft prompt; "
                     "the soft vectors are in soft_prompt.safetensors",
             "projection": {"metric": cfg.metric.value, "distance": proj.distance.tolist(),
