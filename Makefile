@@ -51,10 +51,9 @@ experiments: install
 	OMP_NUM_THREADS=1 bash experiments/gradient-sst2/run.sh
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/blackbox/run.py sst-2 agnews
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/waywardness/run.py $(WAYWARD)
-	[ -f experiments/waywardness/long/human.json ] || OMP_NUM_THREADS=1 \
-	  $(BIN)/python experiments/waywardness/human.py --all --limit 500 500 --out long/human.json
-	$(BIN)/python experiments/waywardness/summarize.py long > experiments/waywardness/long/results.md
 	JOBS=2 bash experiments/suite/run_all.sh
+	OMP_NUM_THREADS=1 $(BIN)/python experiments/waywardness/human.py --all --limit 500 500 --out long/human.json
+	$(BIN)/python experiments/waywardness/summarize.py long > experiments/waywardness/long/results.md
 	OMP_NUM_THREADS=1 ITERATIONS=8 bash experiments/lama/run_ours.sh
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/lama/run.py --limit 60
 	$(BIN)/python experiments/lama/summarize.py

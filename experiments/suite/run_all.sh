@@ -5,6 +5,7 @@
 set -uo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 HERE=$(dirname "$0")
+mkdir -p "$HERE/runs/logs"  # per-run output (not committed)
 for METHOD in gradient optuna soft pez; do
   for TASK in ${TASKS:-sst-2 agnews sst-5 trec}; do
     for SEED in 13 21 42; do
