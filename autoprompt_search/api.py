@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .encoding import FewShot
-from .errors import UserError
-from .evaluation import evaluate_prompt
+from .models.encoding import FewShot
+from .core.errors import UserError
+from .scoring.evaluation import evaluate_prompt
 from .models import LMBackend, load_model
-from .results import PromptResult
-from .runs import RunDir
-from .tasks import Task
+from .core.results import PromptResult
+from .core.runs import RunDir
+from .core.tasks import Task
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from autoprompt_search.api import run_search
-from autoprompt_search.tasks import Task
+from autoprompt_search.core.tasks import Task
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = {"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from autoprompt_search.models import load_model
-from autoprompt_search.results import PromptResult
-from autoprompt_search.templates import Template
+from autoprompt_search.core.results import PromptResult
+from autoprompt_search.core.templates import Template
 from autoprompt_search.testing import tiny_causal_lm
 
 ROWS = [

@@ -55,7 +55,7 @@ def smollm2():
 @pytest.fixture
 def toy_task(tmp_path):
     """A small SST-2-like task in a temporary folder (no shared data needed)."""
-    from autoprompt_search.tasks import Task
+    from autoprompt_search.core.tasks import Task
 
     rows = [
         ("the movie was great", 1), ("a wonderful story", 1), ("a good film", 1),

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from autoprompt_search.api import run_search, spec_from_result
-from autoprompt_search.errors import UserError
-from autoprompt_search.evaluation import evaluate_prompt
-from autoprompt_search.results import PromptResult
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.scoring.evaluation import evaluate_prompt
+from autoprompt_search.core.results import PromptResult
 from autoprompt_search.search import blackbox, strategies
 from autoprompt_search.search.workers import DesignEvaluator, InProcessPool, Outcome
-from autoprompt_search.tasks import HumanPrompt, Task
+from autoprompt_search.core.tasks import HumanPrompt, Task
 
 SPACE = {
     "kind": "space", "task": "toy",
@@ -33,7 +33,7 @@ FAST = {"search_splits": "dev", "search_examples": 12, "batch_size": 4, "plots":
 @pytest.fixture
 def toy_task(toy_task, tmp_path):
     """The shared toy task, saved as a YAML file so a result can name it and be reloaded."""
-    from autoprompt_search.tasks import Task
+    from autoprompt_search.core.tasks import Task
 
     raw = {"name": "toy", "data": {s: str(tmp_path / f"{s}.tsv") for s in ("train", "dev", "test")},
            "fields": toy_task.fields, "labels": toy_task.labels, "verbalizer": toy_task.verbalizer,

@@ -15,7 +15,7 @@ import torch
 from compare_fixtures import make_found, tiny_dir, tiny_loaded, toy_yaml  # noqa: F401
 from typer.testing import CliRunner
 
-from autoprompt_search.compare import (
+from autoprompt_search.analysis.compare import (
     collect_prompts,
     compare_prompts,
     load_comparison,
@@ -24,9 +24,9 @@ from autoprompt_search.compare import (
     run_curve,
     similarity_to_humans,
 )
-from autoprompt_search.errors import UserError
-from autoprompt_search.evaluation import evaluate_prompt
-from autoprompt_search.report import write_reports
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.scoring.evaluation import evaluate_prompt
+from autoprompt_search.analysis.report import write_reports
 
 
 def fake_embed(texts):
@@ -182,7 +182,7 @@ def test_wrong_inputs_are_user_errors(tmp_path, toy_yaml, tiny_loaded):  # noqa:
 
 def test_cli_compare_writes_reports(tmp_path, toy_yaml, tiny_dir, tiny_loaded):  # noqa: F811
     from autoprompt_search.cli import app
-    from autoprompt_search.commands import load_all
+    from autoprompt_search.cli.commands import load_all
 
     load_all()
     make_found(tiny_loaded, toy_yaml, tmp_path / "run")

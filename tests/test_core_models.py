@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autoprompt_search.errors import UserError
+from autoprompt_search.core.errors import UserError
 from autoprompt_search.models import CausalLMBackend, MaskedLMBackend, load_model
 from autoprompt_search.models.loading import cache_dir, model_kind
 from autoprompt_search.testing import tiny_causal_lm, tiny_masked_lm

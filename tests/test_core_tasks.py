@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from autoprompt_search.errors import UserError
-from autoprompt_search.tasks import Task, available_tasks
-from autoprompt_search.validate import validate_file
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.tasks import Task, available_tasks
+from autoprompt_search.core.validate import validate_file
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -129,7 +129,7 @@ def test_wheel_ships_every_task_and_space_file(tmp_path):
     import sys
     import zipfile
 
-    from autoprompt_search.resources import shipped_dir
+    from autoprompt_search.core.resources import shipped_dir
 
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",

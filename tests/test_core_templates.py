@@ -2,8 +2,8 @@
 
 import pytest
 
-from autoprompt_search.errors import UserError
-from autoprompt_search.templates import Field, Predict, Template, Text, Trigger
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.templates import Field, Predict, Template, Text, Trigger
 
 
 def test_parse_segments_with_spaces():
@@ -23,7 +23,7 @@ def test_adjacent_slots_have_no_space():
 
 def test_placeholder_text_inside_data_is_not_substituted(tiny_causal):
     # a field value that contains "[P]" or "{sentence}" must stay literal text
-    from autoprompt_search.data import Example
+    from autoprompt_search.core.data import Example
 
     t = Template.parse("{sentence} It was [P]", ["sentence"])
     ex = Example({"sentence": "odd [P] {sentence} text"}, 0)

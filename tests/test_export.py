@@ -9,9 +9,9 @@ from compare_fixtures import make_found, tiny_dir, tiny_loaded, toy_yaml  # noqa
 from typer.testing import CliRunner
 
 from autoprompt_search.api import evaluate_many, prompts_for
-from autoprompt_search.errors import UserError
-from autoprompt_search.export import export_prompts, fill_prompts, write_filled
-from autoprompt_search.results import PromptResult
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.analysis.export import export_prompts, fill_prompts, write_filled
+from autoprompt_search.core.results import PromptResult
 
 
 def _accuracy(specs, backend):
@@ -82,7 +82,7 @@ def test_fill_writes_each_example_into_the_prompt(tmp_path, run):
 
 def test_cli_export_then_evaluate_prompt_file(tmp_path, run, tiny_dir, toy_yaml):  # noqa: F811
     from autoprompt_search.cli import app
-    from autoprompt_search.commands import load_all
+    from autoprompt_search.cli.commands import load_all
 
     load_all()
     runner = CliRunner()

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from autoprompt_search.api import PromptSpec, evaluate_many, run_search
-from autoprompt_search.errors import UserError
-from autoprompt_search.results import PromptResult
-from autoprompt_search.scoring import PromptScorer
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.results import PromptResult
+from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.search import strategies
 from autoprompt_search.search.gradient import GradientSearch, TriggerObjective, human_trigger_template
-from autoprompt_search.templates import Template
-from autoprompt_search.tokens import retokenizes
+from autoprompt_search.core.templates import Template
+from autoprompt_search.core.tokens import retokenizes
 
 TEMPLATE = "{sentence} [T] [T] [T] [P] ."
 
@@ -202,7 +202,7 @@ def test_deny_and_label_words_never_chosen(tiny_masked, toy_task, tmp_path):
 
 def test_smollm2_search_integration(smollm2, data_root, tmp_path):
     """Two iterations on SST-2 with the real model: the search runs and exports a prompt."""
-    from autoprompt_search.tasks import Task
+    from autoprompt_search.core.tasks import Task
 
     task = Task.load("sst-2", data_root=data_root, seed=13)
     result = run_search("gradient", task=task, model="smollm2-135m",

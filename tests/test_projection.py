@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprompt_search.errors import UserError
-from autoprompt_search.projection import (
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.projection import (
     distances,
     nearest_ids,
     project,

@@ -33,7 +33,7 @@ LOOPBACK = {"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0
 
 @pytest.fixture
 def toy_yaml(toy_task, tmp_path):
-    from autoprompt_search.tasks import Task
+    from autoprompt_search.core.tasks import Task
 
     raw = {"name": "toy", "data": {s: str(tmp_path / f"{s}.tsv") for s in ("train", "dev", "test")},
            "fields": toy_task.fields, "labels": toy_task.labels, "verbalizer": toy_task.verbalizer,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from autoprompt_search.api import run_search
-from autoprompt_search.results import PromptResult
+from autoprompt_search.core.results import PromptResult
 from autoprompt_search.search import strategies
 
 TEMPLATE = "{sentence} [T] [T] it was [P] ."

@@ -10,11 +10,11 @@ import torch
 
 from autoprompt_search.api import run_search
 from autoprompt_search.cli import main
-from autoprompt_search.errors import UserError
-from autoprompt_search.fluency import ids_log_perplexity, span_log_perplexity, text_perplexity
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.analysis.fluency import ids_log_perplexity, span_log_perplexity, text_perplexity
 from autoprompt_search.models import load_model
-from autoprompt_search.softprompt import SoftPrompt, SoftScorer, project_soft_prompt, projection_mask
-from autoprompt_search.tasks import Task
+from autoprompt_search.scoring.softprompt import SoftPrompt, SoftScorer, project_soft_prompt, projection_mask
+from autoprompt_search.core.tasks import Task
 from autoprompt_search.testing import tiny_causal_lm
 
 TEMPLATE = "{sentence} [T] [T] it was [P] ."
@@ -262,7 +262,7 @@ def test_train_and_dev_limits_take_every_class(toy_task):
 
 
 def test_fluency_command(tiny_dir, tmp_path, monkeypatch, capsys):
-    from autoprompt_search.results import PromptResult
+    from autoprompt_search.core.results import PromptResult
 
     PromptResult(task="toy", template="{sentence} [T] [T] [P]", prompt="{sentence} great film [P]",
                  model="m", strategy="gradient", seed=0, trigger_tokens=[" great", " film"]

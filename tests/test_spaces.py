@@ -7,16 +7,16 @@ import optuna.distributions as od
 import pytest
 import yaml
 
-from autoprompt_search.errors import UserError
+from autoprompt_search.core.errors import UserError
 from autoprompt_search.search.pools import build_pool, whole_word
-from autoprompt_search.spaces import (
+from autoprompt_search.core.spaces import (
     available_spaces,
     insert_triggers,
     load_space,
     parse_distribution,
     space_from_mapping,
 )
-from autoprompt_search.validate import validate_file
+from autoprompt_search.core.validate import validate_file
 
 SHIPPED = ("sst-2", "sst-5", "agnews", "trec", "bbc-news")
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from autoprompt_search.errors import UserError
-from autoprompt_search.metrics import classification_metrics
-from autoprompt_search.stats import (
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.scoring.metrics import classification_metrics
+from autoprompt_search.analysis.stats import (
     accuracy_ci,
     macro_f1_batch,
     macro_f1_ci,

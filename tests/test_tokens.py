@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoprompt_search.templates import Template
+from autoprompt_search.core.templates import Template
 from autoprompt_search.testing import tiny_causal_tokenizer, tiny_masked_tokenizer
-from autoprompt_search.tokens import (
+from autoprompt_search.core.tokens import (
     allowed_token_mask,
     gcg_candidates,
     hotflip_scores,

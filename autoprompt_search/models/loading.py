@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..registry import Registry
+from ..core.errors import UserError
+from ..core.registry import Registry
 from .base import LMBackend
 from .causal import CausalLMBackend
 from .masked import MaskedLMBackend

@@ -2,7 +2,7 @@
 
 Like Optuna's ``BaseSampler``: a tiny abstract core, a config dataclass, its own
 RNG seeded in the constructor, no global state. ``search`` returns a
-:class:`~autoprompt_search.results.PromptResult` instead of mutating its inputs.
+:class:`~autoprompt_search.core.results.PromptResult` instead of mutating its inputs.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..config import from_mapping, to_jsonable
+from ..core.config import from_mapping, to_jsonable
 from ..models import LMBackend, load_model
-from ..registry import Registry
-from ..results import PromptResult
-from ..runs import RunDir
-from ..tasks import Task
+from ..core.registry import Registry
+from ..core.results import PromptResult
+from ..core.runs import RunDir
+from ..core.tasks import Task
 
 
 @dataclass

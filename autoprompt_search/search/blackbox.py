@@ -33,19 +33,13 @@ import optuna.distributions as od
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ..data import Example
-from ..errors import UserError
-from ..results import PromptResult, write_json
-from ..scoring import PromptScorer
-from ..spaces import (
-    TASK_VERBALIZER,
-    SearchSpace,
-    default_space,
-    insert_triggers,
-    load_space,
-)
-from ..tasks import available_tasks
-from ..templates import Template
+from ..core.data import Example
+from ..core.errors import UserError
+from ..core.results import PromptResult, write_json
+from ..scoring.scorer import PromptScorer
+from ..core.spaces import TASK_VERBALIZER, SearchSpace, default_space, insert_triggers, load_space
+from ..core.tasks import available_tasks
+from ..core.templates import Template
 from .base import SearchContext, Searcher, strategies
 from .pools import TriggerPool, build_pool
 from .workers import BackendRecipe, Design, Job, Outcome, make_pool

@@ -6,7 +6,7 @@ One iteration:
    loss with respect to the trigger embeddings (only those get gradients, never
    the model's weights);
 2. top-k candidate tokens per trigger position by the first-order estimate
-   ``-(e_w . g_j)`` among the allowed tokens (:mod:`autoprompt_search.tokens`);
+   ``-(e_w . g_j)`` among the allowed tokens (:mod:`autoprompt_search.core.tokens`);
 3. candidate trigger sequences (one position changed: a random one, the next one
    in turn, or GCG's mix of positions), minus those whose text does not
    re-tokenise to the same ids, scored together with the current triggers on the
@@ -21,7 +21,7 @@ The loss is the cross-entropy of the gold class among the class scores
 several tokens as whole words). For an open-vocabulary task (LAMA) each candidate
 object token is a class, as in ``evaluate_prompt``, so the dev accuracy is precision@1.
 Forward passes that run out of memory are retried with half the batch. The objective
-(encoding, prefix cache, batched scoring, gradients) is :mod:`autoprompt_search.objective`.
+(encoding, prefix cache, batched scoring, gradients) is :mod:`autoprompt_search.scoring.objective`.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from ..data import Example
-from ..errors import UserError
+from ..core.data import Example
+from ..core.errors import UserError
 from ..models.base import LMBackend
-from ..objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
-from ..results import PromptResult
-from ..evaluation import retrieval_candidates
-from ..scoring import LabelWords, PromptScorer
-from ..templates import Field, Predict, Template, Text, Trigger
-from ..tokens import (
+from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
+from ..core.results import PromptResult
+from ..scoring.evaluation import retrieval_candidates
+from ..scoring.scorer import LabelWords, PromptScorer
+from ..core.templates import Field, Predict, Template, Text, Trigger
+from ..core.tokens import (
     allowed_token_mask,
     render_prompt,
     gcg_candidates,
@@ -410,7 +410,7 @@ class GradientSearch(Searcher):
 def task_reference(task) -> str:
     """How a result names its task so ``evaluate --prompt-file`` can load it again:
     the shipped task's name, else the task file's path."""
-    from ..tasks import available_tasks
+    from ..core.tasks import available_tasks
 
     if task.name in available_tasks() or not task.source.endswith((".yaml", ".yml")):
         return task.name

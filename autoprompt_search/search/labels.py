@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 import torch
 import yaml
 
-from ..errors import UserError
-from ..evaluation import evaluate_prompt
+from ..core.errors import UserError
+from ..scoring.evaluation import evaluate_prompt
 from ..models.base import LMBackend
-from ..results import atomic_write, provenance
-from ..scoring import PromptScorer
-from ..tasks import Task
-from ..templates import Predict, Template, Trigger
-from ..tokens import allowed_token_mask, token_texts
+from ..core.results import atomic_write, provenance
+from ..scoring.scorer import PromptScorer
+from ..core.tasks import Task
+from ..core.templates import Predict, Template, Trigger
+from ..core.tokens import allowed_token_mask, token_texts
 
 
 @dataclass

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 
-from ..data import Example
-from ..errors import UserError
+from ..core.data import Example
+from ..core.errors import UserError
 from ..models import LMBackend
-from ..registry import Registry
-from ..scoring import PromptScorer, resolve_label_words
-from ..spaces import SearchSpace, TriggerSpec, insert_triggers
-from ..tasks import Task
-from ..templates import Template
+from ..core.registry import Registry
+from ..scoring.scorer import PromptScorer, resolve_label_words
+from ..core.spaces import SearchSpace, TriggerSpec, insert_triggers
+from ..core.tasks import Task
+from ..core.templates import Template
 
 
 @dataclass(frozen=True)

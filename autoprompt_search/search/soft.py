@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import UserError
-from ..evaluation import evaluate_prompt
-from ..fluency import ids_log_perplexity, require_causal, span_log_perplexity
-from ..projection import METRICS, project, token_f1
-from ..results import PromptResult
-from ..softprompt import (
+from ..core.errors import UserError
+from ..scoring.evaluation import evaluate_prompt
+from ..analysis.fluency import ids_log_perplexity, require_causal, span_log_perplexity
+from ..core.projection import METRICS, project, token_f1
+from ..core.results import PromptResult
+from ..scoring.softprompt import (
     SoftPrompt,
     SoftScorer,
     projection_mask,
@@ -35,7 +35,7 @@ from ..softprompt import (
     round_trips,
     save_tensor_state,
 )
-from ..templates import Template, Text
+from ..core.templates import Template, Text
 from .base import SearchContext, Searcher, strategies
 
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from ..data import Example
-from ..encoding import FewShot
-from ..errors import UserError
+from ..core.data import Example
+from ..models.encoding import FewShot
+from ..core.errors import UserError
 from ..models import LMBackend, load_model, wrap_model
-from ..scoring import PromptScorer
-from ..tasks import Task
+from ..scoring.scorer import PromptScorer
+from ..core.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 
 from autoprompt_search import load_model
 from autoprompt_search.api import load_task, run_search, spec_from_result
-from autoprompt_search.evaluation import evaluate_prompt
+from autoprompt_search.scoring.evaluation import evaluate_prompt
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent.parent / "shared" / "data"

@@ -9,7 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
-from autoprompt_search.results import atomic_write
+from autoprompt_search.core.results import atomic_write
 
 HERE = Path(__file__).resolve().parent
 SETS = ("LAMA", "LPAQA", "AutoPrompt-BERT", "ours")

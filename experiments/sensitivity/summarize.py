@@ -12,9 +12,9 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
-from autoprompt_search.compare import load_comparison
-from autoprompt_search.results import atomic_write
-from autoprompt_search.stats import mcnemar
+from autoprompt_search.analysis.compare import load_comparison
+from autoprompt_search.core.results import atomic_write
+from autoprompt_search.analysis.stats import mcnemar
 
 HERE = Path(__file__).resolve().parent
 

@@ -21,12 +21,12 @@ import os
 import statistics
 from pathlib import Path
 
-from autoprompt_search.errors import UserError
-from autoprompt_search.compare import collect_prompts, compare_prompts, load_comparison
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.analysis.compare import collect_prompts, compare_prompts, load_comparison
 from autoprompt_search.models import load_model
-from autoprompt_search.report import write_reports
-from autoprompt_search.results import PromptResult, atomic_write, write_json
-from autoprompt_search.stats import mcnemar
+from autoprompt_search.analysis.report import write_reports
+from autoprompt_search.core.results import PromptResult, atomic_write, write_json
+from autoprompt_search.analysis.stats import mcnemar
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = HERE.parent
@@ -55,7 +55,7 @@ def found_results(task: str, model: str) -> list[Path]:
 
 def soft_test(backend, task, run: Path, limit: int, best_human: dict) -> dict:
     """Test accuracy of a soft run's vectors on the same examples as the human prompts."""
-    from autoprompt_search.softprompt import SoftPrompt, SoftScorer
+    from autoprompt_search.scoring.softprompt import SoftPrompt, SoftScorer
 
     try:
         soft = SoftPrompt.load(run)

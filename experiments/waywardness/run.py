@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from autoprompt_search.api import run_search
-from autoprompt_search.evaluation import evaluate_prompt  # noqa: F401  (documented alternative)
-from autoprompt_search.metrics import classification_metrics
+from autoprompt_search.scoring.evaluation import evaluate_prompt  # noqa: F401  (documented alternative)
+from autoprompt_search.scoring.metrics import classification_metrics
 from autoprompt_search.models import load_model
-from autoprompt_search.projection import project, token_f1, vocabulary_distance_scale
-from autoprompt_search.scoring import PromptScorer
-from autoprompt_search.softprompt import SoftPrompt, SoftScorer, projection_mask
-from autoprompt_search.tasks import Task
+from autoprompt_search.core.projection import project, token_f1, vocabulary_distance_scale
+from autoprompt_search.scoring.scorer import PromptScorer
+from autoprompt_search.scoring.softprompt import SoftPrompt, SoftScorer, projection_mask
+from autoprompt_search.core.tasks import Task
 
 HERE = Path(__file__).resolve().parent
 ANCHOR = "This news story is about world politics and business"  # unrelated to sentiment

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import field_help, load_yaml
-from .errors import UserError
+from ..core.config import field_help, load_yaml
+from ..core.errors import UserError
 
 app = typer.Typer(
     name="autoprompt-search",
@@ -72,7 +72,7 @@ def evaluate(
 
       autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
     """
-    from .api import evaluate_many, prompts_for
+    from ..api import evaluate_many, prompts_for
 
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
@@ -80,7 +80,7 @@ def evaluate(
                          limit=limit, data_root=data_root, split_seed=split_seed, progress=True)
     _print_evaluations(rows, split)
     if json_out:
-        from .results import write_json
+        from ..core.results import write_json
 
         write_json(json_out, {"model": model, "split": split, "results": rows})
         console.print(f"wrote {json_out}")
@@ -114,9 +114,9 @@ def _print_evaluations(all_rows: list[dict], split: str) -> None:
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="tasks, models or strategies")] = "tasks") -> None:
     """List shipped tasks, model aliases or search strategies."""
-    from .models import model_aliases
-    from .search import strategies
-    from .tasks import available_tasks
+    from ..models import model_aliases
+    from ..search import strategies
+    from ..core.tasks import available_tasks
 
     if what == "tasks":
         for name, path in available_tasks().items():
@@ -138,7 +138,7 @@ def validate(
     data_root: DataRootOpt = None,
 ) -> None:
     """Check YAML files: keys, templates, verbalizers (and with --data, the data files)."""
-    from .validate import validate_file
+    from ..core.validate import validate_file
 
     for path in paths:
         console.print(f"[green]ok[/] {path}: {validate_file(path, data=data, data_root=data_root)}")
@@ -166,8 +166,8 @@ def search(
 
       autoprompt-search search --strategy gradient --task sst-2 --template "{sentence} [T] [T] [T] [P] ." --out runs/sst2
     """
-    from .api import run_search
-    from .search import strategies
+    from ..api import run_search
+    from ..search import strategies
 
     searcher_cls = strategies.get(strategy)
     if show_options:
@@ -219,7 +219,7 @@ def demo(
 
     Evaluates the task's human prompts on its test split, then runs a short gradient search
     from the first human prompt and compares the two."""
-    from .api import run_demo
+    from ..api import run_demo
 
     run_demo(model=model, task=task, console=console, out=out)
 

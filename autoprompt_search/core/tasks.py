@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, load_yaml
-from .data import (
-    Example,
-    builtin_corpora,
-    default_data_root,
-    load_hub,
-    read_rows,
-    rows_to_examples,
-)
+from .data import Example, builtin_corpora, default_data_root, load_hub, read_rows, rows_to_examples
 from .errors import UserError, did_you_mean
 from .resources import shipped_dir
 from .templates import Template

@@ -1,4 +1,4 @@
-"""Render a :class:`~autoprompt_search.compare.Comparison`: terminal table, JSON, HTML, Markdown.
+"""Render a :class:`~autoprompt_search.analysis.compare.Comparison`: terminal table, JSON, HTML, Markdown.
 
 The HTML report is one self-contained file (plots embedded as base64 PNG); the
 Markdown report references the same plots written as PNG files next to it. Plots
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare import Comparison
-from .results import atomic_write, write_json
+from ..core.results import atomic_write, write_json
 
 KIND_COLORS = {"found": "#d62728", "human": "#1f77b4", "typed": "#2ca02c"}
 

@@ -42,7 +42,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def provenance() -> dict[str, str]:
     """Package and library versions for saved artifacts."""
-    from . import __version__
+    from .. import __version__
 
     versions = {"autoprompt_search": __version__, "python": platform.python_version()}
     for name in ("torch", "transformers", "optuna", "ray"):

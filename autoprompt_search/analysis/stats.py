@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import binom
 
-from .errors import UserError
+from ..core.errors import UserError
 
 DEFAULT_RESAMPLES = 2000
 
@@ -68,7 +68,7 @@ def accuracy_ci(correct: Sequence, *, level: float = 0.95, resamples: int = DEFA
 def macro_f1_batch(gold: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Macro-F1 of each row of [R, n] gold/pred arrays.
 
-    As in :func:`autoprompt_search.metrics.classification_metrics`, a class absent
+    As in :func:`autoprompt_search.scoring.metrics.classification_metrics`, a class absent
     from a row's gold labels does not count in that row's average.
     """
     gold = np.atleast_2d(gold)

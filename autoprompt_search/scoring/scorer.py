@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import Example
-from .encoding import EncodedPrompt, FewShot
-from .errors import UserError
-from .models.base import LMBackend, PrefixCache
-from .templates import Predict, Template
-from .tasks import Task
+from ..core.data import Example
+from ..models.encoding import EncodedPrompt, FewShot
+from ..core.errors import UserError
+from ..models.base import LMBackend, PrefixCache
+from ..core.templates import Predict, Template
+from ..core.tasks import Task
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache
 

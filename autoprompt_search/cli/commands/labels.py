@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..cli import DataRootOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, app, console
+from .. import DataRootOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, app, console
 
 
 @app.command("search-labels")
@@ -36,9 +36,9 @@ def search_labels(
 
       autoprompt-search search-labels --task sst-2 --template "{sentence} It was [P] ." --top-k 3 --out labels.yaml
     """
-    from ..api import load_task
-    from ..models import load_model
-    from ..search.labels import search_label_words
+    from ...api import load_task
+    from ...models import load_model
+    from ...search.labels import search_label_words
 
     task_obj = load_task(task, data_root, split_seed)
     backend = load_model(model, dtype=dtype)

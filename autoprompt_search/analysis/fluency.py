@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import UserError
-from .models.base import LMBackend
+from ..core.errors import UserError
+from ..models.base import LMBackend
 
 
 def _start_id(backend: LMBackend) -> int:

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .data import read_rows
-from .errors import UserError
-from .results import PromptResult, atomic_write, write_json
-from .templates import Field, Predict, Template, Text, Trigger
+from ..core.data import read_rows
+from ..core.errors import UserError
+from ..core.results import PromptResult, atomic_write, write_json
+from ..core.templates import Field, Predict, Template, Text, Trigger
 
 FORMATS = ("txt", "json", "jsonl")
 
@@ -175,7 +175,7 @@ def _fields_of(res: PromptResult) -> list[str]:
 def _fewshot_text(res: PromptResult, template: Template, data_root) -> str:
     if not res.fewshot:
         return ""
-    from .api import spec_from_result
+    from ..api import spec_from_result
 
     spec = spec_from_result(res, data_root)
     fs = spec.fewshot

@@ -2,7 +2,7 @@
 
 * :class:`SoftScorer` -- class log-probabilities of examples when the [T] slots hold
   given vectors instead of token embeddings (differentiable in the vectors); the
-  same class score as :class:`~autoprompt_search.scoring.PromptScorer` (log-sum-exp of
+  same class score as :class:`~autoprompt_search.scoring.scorer.PromptScorer` (log-sum-exp of
   label-word log-probs, multi-token words scored as a sequence by causal LMs).
 * :class:`SoftPrompt` -- the saved artifact: ``soft_prompt.safetensors`` (one tensor
   ``soft_prompt`` of shape ``[K, d]``) plus ``soft_prompt.json`` (template, model, task,
@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encoding import EncodedPrompt
-from .errors import UserError
+from ..models.encoding import EncodedPrompt
+from ..core.errors import UserError
 from .metrics import classification_metrics
-from .models.base import LMBackend, PrefixCache
+from ..models.base import LMBackend, PrefixCache
 from .objective import TriggerObjective
-from .results import atomic_write, provenance, write_json
-from .scoring import Evaluation, PromptScorer
-from .tasks import Task
-from .templates import Template
+from ..core.results import atomic_write, provenance, write_json
+from .scorer import Evaluation, PromptScorer
+from ..core.tasks import Task
+from ..core.templates import Template
 
 SOFT_FORMAT = "autoprompt-search/soft-prompt"
 TENSOR_FILE = "soft_prompt.safetensors"
@@ -43,7 +43,7 @@ META_FILE = "soft_prompt.json"
 class SoftScorer:
     """Class scores with vectors in the [T] slots; gradients flow into the vectors.
 
-    A thin layer over the trigger-slot objective (:class:`~autoprompt_search.objective.TriggerObjective`)
+    A thin layer over the trigger-slot objective (:class:`~autoprompt_search.scoring.objective.TriggerObjective`)
     that takes encoded prompts and returns exact log-probabilities.
     """
 
@@ -240,9 +240,9 @@ _MASKS: dict[tuple, torch.Tensor] = {}
 def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only: bool = True,
                     exclude_ids: Sequence[int] = ()) -> torch.Tensor:
     """[V] boolean: tokens a projection may pick -- the gradient search's trigger filter
-    (:func:`autoprompt_search.tokens.allowed_token_mask`: no special tokens; with
+    (:func:`autoprompt_search.core.tokens.allowed_token_mask`: no special tokens; with
     ``whole_words`` only word-start alphabetic tokens; with ``ascii_only`` printable ASCII)."""
-    from .tokens import allowed_token_mask
+    from ..core.tokens import allowed_token_mask
 
     key = (id(backend), whole_words, ascii_only, tuple(exclude_ids))
     if key not in _MASKS:
@@ -254,14 +254,14 @@ def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only:
 def render_triggers(backend: LMBackend, template: Template, ids: Sequence[int]) -> str:
     """The template as text with the trigger ids written into its [T] slots exactly as scored
     (the gradient search's rendering, which :func:`round_trips` checks)."""
-    from .tokens import render_prompt
+    from ..core.tokens import render_prompt
 
     return render_prompt(backend.tokenizer, template, ids)
 
 
 def round_trips(backend: LMBackend, template: Template, ids: Sequence[int]) -> bool:
     """Whether the rendered prompt's text tokenises back to exactly the scored ids."""
-    from .tokens import retokenizes
+    from ..core.tokens import retokenizes
 
     return retokenizes(backend.tokenizer, backend.encoder.prepare(template), list(ids))
 
@@ -299,7 +299,7 @@ def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "
                         evaluate: bool = True, progress: bool = False) -> dict[str, Any]:
     """Project a soft prompt to its nearest tokens; with a task, evaluate the soft prompt and
     the projected hard prompt on the same examples of ``split``."""
-    from .projection import project
+    from ..core.projection import project
 
     dim = backend.input_embeddings().shape[1]
     if soft.dim != dim:

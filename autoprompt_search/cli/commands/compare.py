@@ -7,15 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli import (
-    BatchOpt,
-    DataRootOpt,
-    DtypeOpt,
-    SplitSeedOpt,
-    _parse_label_words,
-    app,
-    console,
-)
+from .. import BatchOpt, DataRootOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
 
 
 @app.command()
@@ -51,8 +43,8 @@ def compare(
 
       autoprompt-search compare --task sst-2 --human --prompt "{sentence} Verdict: [P]" --out cmp
     """
-    from ..compare import collect_prompts, compare_prompts
-    from ..report import print_table, write_reports
+    from ...analysis.compare import collect_prompts, compare_prompts
+    from ...analysis.report import print_table, write_reports
 
     task_obj, entries = collect_prompts(task, runs or [], human, prompt or [], data_root=data_root,
                                         split_seed=split_seed,

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .data import Example
-from .errors import UserError
-from .templates import Field, Kind, Predict, Template, Text, Trigger
+from ..core.data import Example
+from ..core.errors import UserError
+from ..core.templates import Field, Kind, Predict, Template, Text, Trigger
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..cli import BatchOpt, DataRootOpt, SplitSeedOpt, app, console  # noqa: F401
-from ..errors import UserError
+from .. import BatchOpt, DataRootOpt, SplitSeedOpt, app, console  # noqa: F401
+from ...core.errors import UserError
 
 
 @app.command()
@@ -42,11 +42,11 @@ def project(
 
       autoprompt-search project my-peft-adapter/ --model smollm2-135m --task sst-2
     """
-    from ..api import load_task
-    from ..models import load_model
-    from ..projection import check_metric
-    from ..results import write_json
-    from ..softprompt import SoftPrompt, project_soft_prompt
+    from ...api import load_task
+    from ...models import load_model
+    from ...core.projection import check_metric
+    from ...core.results import write_json
+    from ...scoring.softprompt import SoftPrompt, project_soft_prompt
 
     check_metric(metric)
     sp = SoftPrompt.load(soft)
@@ -104,9 +104,9 @@ def fluency(
 
       autoprompt-search fluency runs/pez-sst2 runs/gradient-sst2
     """
-    from ..fluency import prompt_fluency
-    from ..models import load_model
-    from ..results import PromptResult
+    from ...analysis.fluency import prompt_fluency
+    from ...models import load_model
+    from ...core.results import PromptResult
 
     backend = load_model(model)
     table = Table(title=f"prompt perplexity under {backend.name}")

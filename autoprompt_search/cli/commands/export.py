@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli import DataRootOpt, app, console
+from .. import DataRootOpt, app, console
 
 
 @app.command()
@@ -32,8 +32,8 @@ def export(
 
       autoprompt-search export runs/sst2 --fill reviews.tsv --format jsonl --out filled.jsonl
     """
-    from ..export import FORMATS, export_prompts, fill_prompts, write_filled
-    from ..errors import UserError
+    from ...analysis.export import FORMATS, export_prompts, fill_prompts, write_filled
+    from ...core.errors import UserError
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format '{fmt}'; choose one of {', '.join(FORMATS)}")
