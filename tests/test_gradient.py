@@ -113,8 +113,10 @@ def test_run_folder_and_export(tiny_causal, toy_task, tmp_path):
     assert (out / "best_prompt.txt").read_text().strip() == saved.prompt
     assert "[T]" not in saved.prompt and "{sentence}" in saved.prompt
     checkpoint = json.loads((out / "checkpoint.json").read_text())
-    assert checkpoint["iteration"] == 6 and checkpoint["best"] == result.trigger_ids
-    assert "rngs" in checkpoint and len(checkpoint["history"]) == 6
+    state = checkpoint["state"]
+    assert state["step"] == 6 and state["strategy"]["best"] == result.trigger_ids
+    assert set(state["rngs"]) == {"python", "numpy"}
+    assert (out / checkpoint["tensors"]["file"]).is_file()  # the torch generator's state
     # evaluate --prompt-file path: the saved prompt re-scores to its dev accuracy
     spec = PromptSpec(toy_task, saved.template, triggers=saved.trigger_ids,
                       verbalizer=saved.verbalizer, model=saved.model)
@@ -219,19 +221,19 @@ def test_resume_after_a_crash_mid_search(tiny_causal, toy_task, tmp_path, monkey
     """A run that dies inside iteration 4 resumes from checkpoint 3 and ends like an unbroken run."""
     opts = {"position": "random", "iterations": 6, "batch_size": 5, "init": "random"}
     full = _search(tiny_causal, toy_task, tmp_path / "full", seed=5, **opts)
-    original = GradientSearch._step
+    original = GradientSearch.step
 
-    def dying_step(self, state, *args):
-        if state["iteration"] == 3:
-            raise KeyboardInterrupt  # the process is killed mid-iteration
-        return original(self, state, *args)
+    def dying_step(self, ctx, state):
+        if state.step == 3:
+            raise RuntimeError("the process dies mid-iteration")
+        return original(self, ctx, state)
 
-    monkeypatch.setattr(GradientSearch, "_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(GradientSearch, "step", dying_step)
+    with pytest.raises(RuntimeError, match="dies"):
         _search(tiny_causal, toy_task, tmp_path / "run", seed=5, **opts)
     assert not (tmp_path / "run" / "result.json").exists()
-    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["iteration"] == 3
-    monkeypatch.setattr(GradientSearch, "_step", original)
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["state"]["step"] == 3
+    monkeypatch.setattr(GradientSearch, "step", original)
     resumed = run_search("gradient", task=toy_task, model="tiny-causal", template=TEMPLATE,
                          out=tmp_path / "run", seed=5, resume=True, backend=tiny_causal,
                          options={"iterations": 6, "k": 8, **opts}, progress=False)

@@ -55,11 +55,12 @@ class OptunaConfig:
     space: str = field(default="", metadata={"help": "Search-space YAML file or shipped space name "
                                                      "(default: search_spaces/<task>.yaml)."})
     trials: int = field(default=50, metadata={"help": "Trials in total, human prompts included "
-                                                      "(completed + pruned + failed)."})
+                                                      "(completed + pruned + failed).", "resumable": True})
     workers: int = field(default=1, metadata={"help": "Scoring workers: 1 runs in-process without Ray; "
-                                                      "more start a Ray actor pool."})
+                                                      "more start a Ray actor pool.", "resumable": True})
     ray_address: str = field(default="", metadata={"help": "Join a Ray cluster: 'auto' or HOST:PORT "
-                                                           "(default: start Ray on this machine)."})
+                                                           "(default: start Ray on this machine).",
+                                                   "resumable": True})
     sampler: str = field(default="tpe", metadata={"help": "tpe (constant_liar), nsga2 or random."})
     startup_trials: int = field(default=10, metadata={"help": "TPE: random trials before modelling."})
     population: int = field(default=16, metadata={"help": "NSGA-II population size."})
@@ -304,7 +305,7 @@ class BlackBoxSearcher(Searcher):
         space = self._space(ctx)
         config = self.resolved_config(ctx)
         if ctx.run is not None:
-            ctx.run.start(config, ctx.resume)
+            ctx.run.start(config, ctx.resume, self.resumable_keys())
         if ctx.resume and cfg.storage == "journal" and not (ctx.run.path / "study.journal").exists():
             raise UserError(f"--resume: {ctx.run.path} has no study.journal to continue")
         demo_pool, search = self._examples(ctx, space)
@@ -360,6 +361,7 @@ class BlackBoxSearcher(Searcher):
                 result.extra["plots"] = save_plots(study, ctx.run.path)
             write_json(ctx.run.path / "trials.json", [_record(t, i) for i, t in
                                                       enumerate(_finished(study), 1)])
+            ctx.run.save_result(result)  # (until this strategy runs on the base loop)
         return result
 
     def _recover(self, study: optuna.Study) -> None:

@@ -73,7 +73,7 @@ class ContinuousConfig:
         "help": "Name of the human prompt whose words initialise the vectors (default: the task's first)."})
     num_tokens: int | None = field(default=None, metadata={
         "help": "[T] slots when no --template is given: '{field} [T]*N [P]' (default 5)."})
-    steps: int = field(default=100, metadata={"help": "Optimisation steps."})
+    steps: int = field(default=100, metadata={"help": "Optimisation steps.", "resumable": True})
     lr: float = field(default=0.01, metadata={"help": "Learning rate."})
     optimizer: Optim = field(default=Optim.adamw, metadata={"help": "adam, adamw or sgd."})
     weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the optimiser."})
@@ -236,7 +236,7 @@ class ContinuousSearch(Searcher):
 
         run = ctx.run
         config = {**self.resolved_config(ctx), "template": template.source}
-        state = run.start(config, ctx.resume) if run is not None else None
+        state = run.start(config, ctx.resume, self.resumable_keys()) if run is not None else None
         init_ids = self._init_ids(ctx, scorer, allowed)
         self.init_ids = init_ids
         vectors = embeddings[torch.tensor(init_ids, device=backend.device)].clone().float()
@@ -288,7 +288,10 @@ class ContinuousSearch(Searcher):
                                          "best_dev_accuracy": best["accuracy"]})
         history = run.history() if run is not None else []
         self.elapsed = time.perf_counter() - started  # search seconds, across resumes
-        return self.finish(ctx, scorer, best, allowed, history)
+        result = self.finish(ctx, scorer, best, allowed, history)
+        if run is not None:
+            run.save_result(result)
+        return result
 
 
 def _better(score: dict, best: dict) -> bool:
