@@ -128,6 +128,29 @@ def split_context_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict
     return context, {k: v for k, v in options.items() if k not in CONTEXT_KEYS}
 
 
+def apply_run_settings(options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """Take a run's settings (strategy, task, model, template, seed, dtype, data seed) out of a
+    config mapping such as a run's ``config.json``; return those to apply, i.e. the ones not
+    in ``given`` (the options given on the command line, which win). The strategy is checked,
+    not overridden; other recorded keys (versions, the task's source) are dropped."""
+    applied: dict[str, Any] = {}
+    names = {"strategy": "strategy", "task": "task", "model": "model", "template": "template",
+             "seed": "seed", "dtype": "dtype", "data_seed": "split_seed"}
+    for key, name in names.items():
+        if key not in options:
+            continue
+        value = options.pop(key)
+        if key == "strategy" and "strategy" in given:
+            options["strategy"] = value  # checked by run_search against --strategy
+        elif name not in given and value is not None:
+            applied[name] = value
+    if "task" in given:
+        options.pop("task_name", None)  # another task on purpose
+    for key in ("versions", "task_source"):
+        options.pop(key, None)
+    return applied
+
+
 def check_context(context: dict[str, Any], *, strategy: str, task: Task, model: str, seed: int,
                   dtype: str, template: str | None) -> None:
     """Refuse a config whose recorded run (strategy, task, model, seed, ...) is not this one."""

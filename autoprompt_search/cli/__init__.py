@@ -166,7 +166,9 @@ def search(
 
       autoprompt-search search --strategy gradient --task sst-2 --template "{sentence} [T] [T] [T] [P] ." --out runs/sst2
     """
-    from ..api import run_search
+    from click.core import ParameterSource
+
+    from ..api import apply_run_settings, run_search
     from ..search import strategies
 
     searcher_cls = strategies.get(strategy)
@@ -179,6 +181,15 @@ def search(
         console.print(table)
         return
     options = load_yaml(config) if config else {}
+    if config:  # a run's config.json: its run settings apply unless given on the command line
+        given = {name for name in ("strategy", "task", "model", "template", "seed", "dtype", "split_seed")
+                 if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
+        applied = apply_run_settings(options, given)
+        strategy = applied.pop("strategy", strategy)
+        task, model, template = (applied.pop(k, v) for k, v in
+                                 (("task", task), ("model", model), ("template", template)))
+        seed, dtype, split_seed = (applied.pop(k, v) for k, v in
+                                   (("seed", seed), ("dtype", dtype), ("split_seed", split_seed)))
     options.update(_extra_options(ctx.args))
     result = run_search(strategy, task=str(task), model=model, template=template, out=out, seed=seed,
                         resume=resume, options=options, data_root=data_root, split_seed=split_seed,

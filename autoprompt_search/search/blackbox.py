@@ -35,10 +35,9 @@ from tqdm.auto import tqdm
 
 from ..core.data import Example
 from ..core.errors import UserError
-from ..core.results import PromptResult, write_json
+from ..core.results import PromptResult, task_reference, write_json
 from ..scoring.scorer import PromptScorer
 from ..core.spaces import TASK_VERBALIZER, SearchSpace, default_space, insert_triggers, load_space
-from ..core.tasks import available_tasks
 from ..core.templates import Template
 from .base import SearchContext, Searcher, strategies
 from .pools import TriggerPool, build_pool
@@ -490,11 +489,8 @@ class BlackBoxSearcher(Searcher):
         if design.fewshot is not None:
             fewshot = {"instruction": design.instruction, "demo_ids": [d.id for d in design.demos],
                        "split": bound.space.demos.split, "separator": design.separator}
-        task_ref = ctx.task.name if ctx.task.name in available_tasks() else ctx.task.source
-        if task_ref == ctx.task.source and Path(task_ref).is_file():
-            task_ref = str(Path(task_ref).resolve())  # a task file: reloadable from anywhere
         return PromptResult(
-            task=task_ref, template=design.template, prompt=template.render(tokens),
+            task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
             scores=scores, config=config,
