@@ -240,3 +240,52 @@ def test_resume_after_a_crash_mid_search(tiny_causal, toy_task, tmp_path, monkey
     assert resumed.trigger_ids == full.trigger_ids and resumed.scores == full.scores
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").open()]
     assert steps == list(range(7))
+
+
+def test_a_runs_config_json_repeats_the_run_with_config(tiny_causal, toy_task, tmp_path,
+                                                          monkeypatch, capsys):
+    """`search --config RUN/config.json` applies the run's strategy, task, model, template and
+    seed (options given on the command line win) and gives the same result."""
+    import sys
+
+    import yaml
+
+    from autoprompt_search.cli import main
+
+    model_dir = tmp_path / "model"
+    tiny_causal.model.save_pretrained(model_dir)
+    tiny_causal.tokenizer.save_pretrained(model_dir)
+    task_file = tmp_path / "toy.yaml"
+    task_file.write_text(yaml.safe_dump({
+        "name": "toy", "data": {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+        "fields": ["sentence"], "labels": ["negative", "positive"],
+        "verbalizer": {"negative": ["bad"], "positive": ["great"]}}))
+
+    def cli(*args):
+        monkeypatch.setattr(sys, "argv", ["autoprompt-search", *args])
+        try:
+            main()
+        except SystemExit as exc:
+            return int(exc.code or 0), capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    code, err = cli("search", "--strategy", "gradient", "--task", str(task_file), "--model",
+                    str(model_dir), "--template", TEMPLATE, "--out", str(tmp_path / "a"),
+                    "--seed", "2", "--iterations", "3", "--k", "4", "--batch-size", "5",
+                    "--init", "random")
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path / "a")  # the config names the task by absolute path
+    code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    a, b = PromptResult.load(tmp_path / "a"), PromptResult.load(tmp_path / "b")
+    assert (b.prompt, b.trigger_ids, b.scores, b.seed) == (a.prompt, a.trigger_ids, a.scores, 2)
+    assert {**b.config, "versions": None} == {**a.config, "versions": None}
+    # an option on the command line wins over the file
+    code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "c"),
+                    "--seed", "3")
+    assert code == 0, err
+    assert PromptResult.load(tmp_path / "c").seed == 3
+    # another strategy is refused in one line, not with the gradient keys as unknown
+    code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "d"),
+                    "--strategy", "soft")
+    assert code == 2 and "error:" in err and "strategy 'gradient'" in err and "Traceback" not in err
