@@ -79,7 +79,10 @@ class RunDir:
                     "resume with the same settings or start a new run with another --out"
                 )
             write_json(self.config_path, {**config, "versions": provenance()})
-            return self.load_state()
+            loaded = self.load_state()
+            if loaded is None:  # killed before its first checkpoint: start the log afresh
+                self.log_path.write_text("")
+            return loaded
         if self.checkpoint_path.exists() or self.result_path.exists():
             raise UserError(
                 f"{self.path} already holds a run; pass --resume to continue it, or choose another --out"
