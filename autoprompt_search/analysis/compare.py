@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..api import PromptSpec, load_task, spec_from_result
+from .fluency import perplexity
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
 from ..models import LMBackend, load_model
@@ -166,35 +166,6 @@ def prompt_words(text: str, fields: list[str]) -> str:
 def prompt_length(backend: LMBackend, words: str) -> int:
     """Number of tokens the prompt's own words take (no special tokens)."""
     return len(backend.tokenizer(words, add_special_tokens=False)["input_ids"]) if words else 0
-
-
-@torch.inference_mode()
-def perplexity(backend: LMBackend, text: str) -> float | None:
-    """The LM's perplexity of ``text`` (causal LMs: with BOS when the tokenizer has one;
-    masked LMs: pseudo-perplexity, masking one token at a time). None for empty text."""
-    tok = backend.tokenizer
-    ids = tok(text, add_special_tokens=False)["input_ids"] if text else []
-    if not ids:
-        return None
-    dev = backend.device
-    if backend.kind == "causal":
-        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        seq = ([start] if start is not None else []) + list(ids)
-        if len(seq) < 2:
-            return None
-        logits = backend.model(input_ids=torch.tensor([seq], device=dev)).logits[0, :-1].float()
-        logp = torch.log_softmax(logits, -1)
-        nll = -logp[torch.arange(len(seq) - 1), torch.tensor(seq[1:], device=dev)]
-        return float(torch.exp(nll.mean()))
-    full = tok(text)["input_ids"]
-    offset = len(full) - len(ids) - (1 if tok.sep_token_id is not None else 0)
-    rows = torch.tensor([full] * len(ids), device=dev)
-    pos = torch.arange(len(ids), device=dev) + offset
-    rows[torch.arange(len(ids)), pos] = tok.mask_token_id
-    logits = backend.model(input_ids=rows).logits[torch.arange(len(ids)), pos].float()
-    logp = torch.log_softmax(logits, -1)
-    nll = -logp[torch.arange(len(ids)), torch.tensor(ids, device=dev)]
-    return float(torch.exp(nll.mean()))
 
 
 def similarity_model_dir() -> Path:
