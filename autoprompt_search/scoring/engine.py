@@ -1,48 +1,63 @@
-"""The trigger-slot objective: class scores of examples whose [T] slots hold trigger token ids
-or continuous vectors, batched, with gradients.
+"""The one scoring engine: label-word log-probabilities of prompts on a backend.
 
-:class:`TriggerObjective` encodes examples once into an :class:`EncodedBatch` (for causal LMs
-the tokens before each example's first [T] go into a key/value prefix cache) and then runs
-only the rest of each prompt per trigger sequence. The same forward pass serves
+:class:`Scorer` encodes examples once into an :class:`EncodedBatch` and scores them, with the
+template's [T] slots holding the encoded trigger ids, other trigger ids (candidate rows of a
+search), or continuous vectors (soft prompts, PEZ), with gradients with respect to the slots.
+It owns
 
-* the gradient search (:mod:`autoprompt_search.search.gradient`): candidate trigger ids scored
-  in large chunked passes (:meth:`TriggerObjective.losses`, :meth:`~TriggerObjective.class_scores`)
-  and the gradient w.r.t. the trigger embeddings (:meth:`~TriggerObjective.gradient`);
-* soft prompts and PEZ (:class:`autoprompt_search.scoring.softprompt.SoftScorer`): exact label-word
-  log-probabilities with given vectors in the slots, differentiable in the vectors
-  (:meth:`TriggerObjective.vector_word_logprobs`).
+* the prefix caches (causal LMs): a prefix every prompt shares (instruction, demonstrations)
+  run once (:attr:`PrefixMode.SHARED`), or each example's tokens before its first [T] run once
+  and continued by many trigger rows (:attr:`PrefixMode.PER_EXAMPLE`);
+* label words of several tokens (causal LMs), scored as whole words: a row per multi-token word,
+  the prompt followed by the word's tokens but the last;
+* targets of one type: a verbalizer's label words or an open-vocabulary task's candidate
+  objects (:mod:`autoprompt_search.scoring.targets`), a class's score being the log-sum-exp of
+  its words' log-probabilities;
+* chunking (at most ``forward_batch`` rows and ``forward_tokens`` tokens per forward pass,
+  examples of similar length together) and out-of-memory halving.
 
-Label words of several tokens (causal LMs) are scored as whole words; open-vocabulary tasks
-rank their candidate objects (one class each, ``columns`` restricting a split's candidates).
+The naive reference (one example and one word at a time, full recompute) is
+:meth:`autoprompt_search.scoring.scorer.PromptScorer.naive_class_logprobs`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core.data import Example
-from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
+from ..core.templates import Template
 from ..models.base import LMBackend, PaddedBatch, PrefixCache
-from .scorer import LabelWords, PromptScorer
+from ..models.encoding import EncodedPrompt, FewShot
+from .targets import LabelWords
 
 log = logging.getLogger(__name__)
 
 PREFIX_CHUNK = 64  # prompts per prefix-encoding pass
+MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache
+
+
+class PrefixMode(str, enum.Enum):
+    """Which tokens of the prompts run once and are kept as key/value states (causal LMs)."""
+
+    NONE = "none"  # every pass runs the whole prompt
+    SHARED = "shared"  # the prefix all prompts share (fixed prompts: instruction, demonstrations)
+    PER_EXAMPLE = "per_example"  # each prompt's tokens before its first [T] (trigger searches)
 
 
 @dataclass
 class EncodedBatch:
-    """Examples encoded once; the trigger slots are overwritten per candidate.
+    """Examples encoded once; the trigger slots may be overwritten per candidate.
 
-    For causal LMs the tokens before the first trigger of each example live in a
-    key/value cache (``prefix``, row ``prefix_rows[b]`` for example b) and only the
-    suffix from the first trigger to [P] is run again per candidate.
+    With a prefix cache, row ``prefix_rows[b]`` of ``prefix`` holds example b's tokens before
+    the cut and only the suffix from the cut on is run again.
     """
 
     gold: torch.Tensor  # [B] (-1: not known, for scores without a loss)
@@ -67,49 +82,36 @@ class EncodedBatch:
                             self.pred_pos[d], self.columns)
 
 
-class TriggerObjective:
-    """Cross-entropy of the gold class for what fills the [T] slots: trigger ids (batched
-    candidate losses, gradients w.r.t. their embeddings) or continuous vectors.
+class Scorer:
+    """Label-word (or candidate-object) log-probabilities of prompts, class scores, losses and
+    gradients with respect to the [T] slots; see the module docstring.
 
-    The classes are ``targets``: the scorer's label words by default, or an
-    open-vocabulary task's candidate objects, one class each
-    (:func:`~autoprompt_search.search.gradient.search_targets`).
-    A class's score is the log-sum-exp of its words' log-probabilities. A label word of
-    several tokens (causal LMs) gets a row of its own: the prompt followed by the word's
-    tokens but the last, read at [P] and at each appended token; the first of these rows
-    also gives every word's first token at [P].
-
-    Forward passes of trigger ids hold at most ``forward_batch`` rows and ``forward_tokens``
-    tokens; when one runs out of memory both are halved and the same work is done again.
-    Continuous vectors (:meth:`vector_word_logprobs`, :meth:`vector_loss`) get exact
-    log-probabilities in one differentiable pass over the batch they are given.
+    ``template`` is already prepared for the backend (:meth:`PromptEncoder.prepare`);
+    ``words`` are the targets' words (:attr:`Targets.words`); ``fewshot`` and ``demo_labels``
+    frame each prompt with demonstrations. ``forward_tokens=None`` puts no limit on the tokens
+    of a pass.
     """
 
-    def __init__(self, scorer: PromptScorer, forward_batch: int = 256,
-                 use_prefix_cache: bool = True, forward_tokens: int = 1024,
-                 targets: LabelWords | None = None) -> None:
-        targets = targets if targets is not None else scorer.label_words
-        if targets is None:
-            raise UserError(f"'{scorer.task.name}' is an open-vocabulary task: pass its candidate "
-                            "objects as targets (see search_targets)")
-        if scorer.fewshot is not None:
-            raise UserError("gradient search does not support few-shot demonstrations")
-        self.scorer = scorer
-        self.backend: LMBackend = scorer.backend
-        self.targets = targets
+    def __init__(self, backend: LMBackend, template: Template, words: LabelWords, *,
+                 fewshot: FewShot | None = None, demo_labels: Sequence[str] = (),
+                 forward_batch: int = 256, forward_tokens: int | None = 1024,
+                 prefix: PrefixMode = PrefixMode.PER_EXAMPLE) -> None:
+        self.backend = backend
+        self.template = template
+        self.targets = words
+        self.fewshot = fewshot
+        self.demo_labels = list(demo_labels)
         self.forward_batch = forward_batch
-        self.forward_tokens = forward_tokens
-        self.use_prefix_cache = use_prefix_cache and self.backend.supports_prefix_cache
-        device = self.backend.device
-        first = targets.first_ids
-        whole_vocab = torch.equal(first, torch.arange(self.backend.vocab_size))
+        self.forward_tokens = math.inf if forward_tokens is None else forward_tokens
+        self.prefix_mode = PrefixMode(prefix) if backend.supports_prefix_cache else PrefixMode.NONE
+        device = backend.device
+        first = words.first_ids
+        whole_vocab = torch.equal(first, torch.arange(backend.vocab_size))
         self.label_ids = None if whole_vocab else first.to(device)  # None: every token, in order
-        multi = [(w, ids) for w, ids in enumerate(targets.word_ids) if len(ids) > 1]
-        if multi and self.backend.kind != "causal":
-            raise UserError("a masked LM predicts one token at [P]; use single-token label words")
+        multi = [(w, ids) for w, ids in enumerate(words.word_ids) if len(ids) > 1]
         self.ext = max((len(ids) - 1 for _, ids in multi), default=0)  # tokens appended after [P]
         self.groups = max(1, len(multi))  # rows per example: one per multi-token word
-        appended = torch.full((self.groups, self.ext), self.backend.pad_id, dtype=torch.long)
+        appended = torch.full((self.groups, self.ext), backend.pad_id, dtype=torch.long)
         queries = []  # (row group, step after [P], token, word) of every continuation token
         for g, (w, ids) in enumerate(multi):
             appended[g, : len(ids) - 1] = torch.tensor(ids[:-1])
@@ -118,14 +120,47 @@ class TriggerObjective:
         self._appended_len = torch.tensor([len(ids) - 1 for _, ids in multi] or [0], device=device)
         self._queries = torch.tensor(queries, dtype=torch.long, device=device).reshape(-1, 4).T
 
+    @property
+    def use_prefix_cache(self) -> bool:
+        return self.prefix_mode is not PrefixMode.NONE
+
     # --- encoding ----------------------------------------------------------------------
+    def prompts(self, examples: Sequence[Example], triggers: Sequence[int]) -> list[EncodedPrompt]:
+        """``examples`` encoded with ``triggers`` in the [T] slots (and the few-shot framing)."""
+        enc = self.backend.encoder
+        return [enc.encode(self.template, ex, list(triggers), self.fewshot, self.demo_labels)
+                for ex in examples]
+
     def encode(self, examples: Sequence[Example], triggers: Sequence[int],
-               columns: torch.Tensor | None = None) -> EncodedBatch:
-        """Encode ``examples`` (with any trigger ids: the slots are overwritten later);
-        ``columns`` restricts the classes they are ranked among."""
-        prompts = self.scorer.encode(examples, list(triggers))
+               columns: torch.Tensor | None = None,
+               gold: Sequence[int] | None = None) -> EncodedBatch:
+        """Encode ``examples`` (with any trigger ids when the slots are overwritten later);
+        ``columns`` restricts the classes they are ranked among; ``gold`` replaces their labels."""
+        prompts = self.prompts(examples, triggers)
+        gold = [ex.label for ex in examples] if gold is None else gold
+        if self.prefix_mode is PrefixMode.SHARED:
+            prefix, cut = self.shared_prefix(prompts)
+            return self.batch(prompts, gold, prefix, [0] * len(prompts), columns,
+                              cuts=[cut] * len(prompts))
         prefix = self.prefix_cache(prompts) if self.use_prefix_cache else None
-        return self.batch(prompts, [ex.label for ex in examples], prefix, columns=columns)
+        return self.batch(prompts, gold, prefix, columns=columns)
+
+    def shared_prefix(self, prompts: Sequence[EncodedPrompt]) -> tuple[PrefixCache | None, int]:
+        """(the key/value states of the tokens every prompt shares, their number), if worth it.
+
+        The prefix stops before every prompt's predict position; trigger slots inside it keep
+        the ids the prompts were encoded with.
+        """
+        if not self.backend.supports_prefix_cache or len(prompts) < 2:
+            return None, 0
+        limit = min(p.predict_pos for p in prompts)  # the predict position must stay outside
+        first = prompts[0].ids
+        cut = 0
+        while cut < limit and all(p.ids[cut] == first[cut] for p in prompts):
+            cut += 1
+        if cut < MIN_SHARED_PREFIX:
+            return None, 0
+        return self.backend.encode_prefix([first[:cut]]), cut
 
     def prefix_cache(self, prompts: Sequence[EncodedPrompt]) -> PrefixCache | None:
         """Key/value states of each prompt's tokens before its first [T], row n for prompt n
@@ -142,17 +177,19 @@ class TriggerObjective:
 
     def batch(self, prompts: Sequence[EncodedPrompt], gold: Sequence[int] | None = None,
               prefix: PrefixCache | None = None, prefix_rows: Sequence[int] | None = None,
-              columns: torch.Tensor | None = None) -> EncodedBatch:
+              columns: torch.Tensor | None = None, cuts: Sequence[int] | None = None,
+              ) -> EncodedBatch:
         """Encoded prompts as a batch (``gold``: their classes, -1 where unknown).
 
-        With ``prefix`` (:meth:`prefix_cache`), prompt n continues cached row ``prefix_rows[n]``
-        (default n) and only its tokens from the first [T] on are run.
+        With ``prefix``, prompt n continues cached row ``prefix_rows[n]`` (default n) and only
+        its tokens from ``cuts[n]`` on (default: its first [T], :meth:`prefix_cache`) are run.
         """
         backend = self.backend
         device = backend.device
-        cut = [p.prefix_len if prefix is not None else 0 for p in prompts]
+        if cuts is None:
+            cuts = [p.prefix_len if prefix is not None else 0 for p in prompts]
         rows = range(len(prompts)) if prefix_rows is None else prefix_rows
-        suffix = backend.pad([p.ids[c:] for p, c in zip(prompts, cut)])
+        suffix = backend.pad([p.ids[c:] for p, c in zip(prompts, cuts)])
         room = (0, self.ext)  # padding columns where multi-token label words are appended
         return EncodedBatch(
             gold=torch.tensor([-1] * len(prompts) if gold is None else list(gold)),
@@ -161,9 +198,9 @@ class TriggerObjective:
             suffix=torch.nn.functional.pad(suffix.input_ids, room, value=backend.pad_id),
             suffix_mask=torch.nn.functional.pad(suffix.attention_mask, room),
             suffix_len=suffix.attention_mask.sum(-1),
-            trig_pos=torch.tensor([[t - c for t in p.trigger_pos] for p, c in zip(prompts, cut)],
-                                  device=device),
-            pred_pos=torch.tensor([p.predict_pos - c for p, c in zip(prompts, cut)], device=device),
+            trig_pos=torch.tensor([[t - c for t in p.trigger_pos] for p, c in zip(prompts, cuts)],
+                                  dtype=torch.long, device=device).reshape(len(prompts), -1),
+            pred_pos=torch.tensor([p.predict_pos - c for p, c in zip(prompts, cuts)], device=device),
             columns=None if columns is None else columns.to(device),
         )
 
@@ -186,6 +223,9 @@ class TriggerObjective:
         Logits at [P] when every word is one token (their normaliser cancels among the
         classes) unless ``exact``, else log-probabilities of the whole words.
         """
+        if (rows is not None or trig_embeds is not None) and bool((batch.trig_pos[b] < 0).any()):
+            raise ValueError("this batch's trigger slots lie in its shared prefix; encode it "
+                             "with PrefixMode.PER_EXAMPLE or NONE to fill them")
         bx = b.repeat_interleave(self.groups)  # each example's rows, one per multi-token word
         width = int(batch.suffix_len[b].max()) + self.ext
         ids = batch.suffix[bx, :width]
@@ -254,7 +294,7 @@ class TriggerObjective:
 
     # --- chunking and out-of-memory retries ---------------------------------------------------
     def _in_chunks(self, widths: Sequence[int], run: Callable[[int, int], None],
-                   backward: bool = False) -> None:
+                   backward: bool = False, progress: bool = False) -> None:
         """``run(start, end)`` over consecutive units (examples or example x candidate pairs,
         ``groups`` rows of ``widths[i]`` tokens each), at least one unit per chunk.
 
@@ -263,10 +303,13 @@ class TriggerObjective:
         memory halves both limits and is run again in smaller pieces.
         """
         start = 0
-        while start < len(widths):
-            end = self._chunk_end(widths, start, backward)
-            if self._fits(run, start, end):
-                start = end
+        with tqdm(total=len(widths), desc="scoring", unit="prompt", disable=not progress,
+                  leave=False) as bar:
+            while start < len(widths):
+                end = self._chunk_end(widths, start, backward)
+                if self._fits(run, start, end):
+                    bar.update(end - start)
+                    start = end
 
     def _chunk_end(self, widths: Sequence[int], start: int, backward: bool) -> int:
         max_rows = max(1, self.forward_batch // 4) if backward else self.forward_batch
@@ -327,35 +370,62 @@ class TriggerObjective:
         self._in_chunks(widths, run)
         return (total / num_ex).float()
 
-    @torch.inference_mode()
-    def class_scores(self, batch: EncodedBatch, triggers: Sequence[int]) -> torch.Tensor:
-        """``[B, C]`` class scores (log-softmax over classes) of every example for ``triggers``."""
+    def _by_length(self, batch: EncodedBatch, fn: Callable[[torch.Tensor], None],
+                   progress: bool = False) -> None:
+        """``fn(b)`` over chunks of examples ``b``, shortest first."""
         device = self.backend.device
-        trig = torch.tensor(list(triggers), device=device)
         order = torch.argsort(batch.suffix_len.cpu(), stable=True)
         widths = (batch.suffix_len.cpu()[order] + self.ext).tolist()
-        out = torch.empty(len(batch), self.targets.num_classes)
+        self._in_chunks(widths, lambda start, end: fn(order[start:end].to(device)),
+                        progress=progress)
 
-        def run(start: int, end: int) -> None:
-            b = order[start:end]
-            scores = self._forward(batch, b.to(device), trig[None, :].expand(len(b), -1))
-            out[b] = torch.log_softmax(self._classes(scores, batch.columns), -1).cpu()
+    def _trigger_rows(self, triggers: Sequence[int] | None, n: int) -> torch.Tensor | None:
+        if triggers is None:
+            return None
+        return torch.tensor(list(triggers), device=self.backend.device)[None, :].expand(n, -1)
 
-        self._in_chunks(widths, run)
+    @torch.inference_mode()
+    def word_logprobs(self, batch: EncodedBatch, triggers: Sequence[int] | None = None,
+                      progress: bool = False) -> torch.Tensor:
+        """``[B, W]`` log-probabilities of the target words (whole words), with ``triggers``
+        in the slots (None: the ids the batch was encoded with)."""
+        out = torch.empty(len(batch), len(self.targets.word_ids))
+
+        def run(b: torch.Tensor) -> None:
+            out[b.cpu()] = self._forward(batch, b, self._trigger_rows(triggers, len(b)),
+                                         exact=True).cpu()
+
+        self._by_length(batch, run, progress)
         return out
 
-    # --- the slow reference -------------------------------------------------------------------
     @torch.inference_mode()
-    def naive_losses(self, examples: Sequence[Example], rows: torch.Tensor) -> torch.Tensor:
-        """The same losses one candidate, one example and one label word at a time, full
-        recompute and full-vocabulary logits at every position (as the original AutoPrompt
-        code does); every class is a candidate (no ``columns``)."""
-        gold = torch.tensor([ex.label for ex in examples])
-        out = []
-        for row in rows.tolist():
-            classes = self.scorer.naive_class_logprobs(examples, row, self.targets)
-            out.append(float(-torch.log_softmax(classes, -1).gather(1, gold[:, None]).mean()))
-        return torch.tensor(out)
+    def class_scores(self, batch: EncodedBatch, triggers: Sequence[int] | None = None,
+                     progress: bool = False) -> torch.Tensor:
+        """``[B, C]`` class scores (log-softmax over the classes, -inf outside the batch's
+        columns) of every example for ``triggers`` (None: the ids encoded in the batch)."""
+        out = torch.empty(len(batch), self.targets.num_classes)
+
+        def run(b: torch.Tensor) -> None:
+            scores = self._forward(batch, b, self._trigger_rows(triggers, len(b)))
+            out[b.cpu()] = torch.log_softmax(self._classes(scores, batch.columns), -1).cpu()
+
+        self._by_length(batch, run, progress)
+        return out
+
+    @torch.inference_mode()
+    def at_predict(self, batch: EncodedBatch, fn: Callable[[torch.Tensor, torch.Tensor,
+                                                            torch.Tensor], None]) -> None:
+        """``fn(b, hidden, positions)`` for chunks of examples ``b``: the hidden states that feed
+        the LM head at [P] (``[len(b), d]``) and where [P] is in the rows that were run."""
+        def run(b: torch.Tensor) -> None:
+            width = int(self.ext + batch.suffix_len[b].max())
+            ids, mask, pos = batch.suffix[b, :width], batch.suffix_mask[b, :width], batch.pred_pos[b]
+            kw = {}
+            if batch.prefix is not None:
+                kw = {"prefix": batch.prefix, "prefix_rows": batch.prefix_rows[b]}
+            fn(b, self.backend.hidden_at(PaddedBatch(ids, mask), pos, **kw), pos)
+
+        self._by_length(batch, run)
 
     # --- gradient ---------------------------------------------------------------------------
     def gradient(self, batch: EncodedBatch, triggers: Sequence[int]) -> tuple[torch.Tensor, float]:
