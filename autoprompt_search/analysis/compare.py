@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 from ..api import PromptSpec, load_task, spec_from_result
 from .fluency import perplexity
 from ..core.errors import UserError
-from ..scoring.evaluation import evaluate_prompt
+from ..scoring.evaluation import Evaluation, evaluate_prompt
 from ..models import LMBackend, load_model
 from ..core.results import PromptResult, write_json
 from ..core.runs import RunDir
-from ..scoring.scorer import Evaluation
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 from ..core.tasks import Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
@@ -260,14 +259,12 @@ def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir) -> Evalu
     if cache_dir is not None:
         path = Path(cache_dir) / f"{_cache_key(backend, task, spec, split, limit)}.json"
         if path.is_file():
-            d = json.loads(path.read_text())
-            return Evaluation(d["prompt"], split, d["metrics"], d["predictions"], d["gold"])
+            return Evaluation.from_json(json.loads(path.read_text()), split)
     ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
                          triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
                          limit=limit)
     if path is not None:
-        write_json(path, {"prompt": ev.prompt, "metrics": ev.metrics,
-                          "predictions": ev.predictions, "gold": ev.gold})
+        write_json(path, ev.to_json())
     return ev
 
 

@@ -100,9 +100,8 @@ class DesignEvaluator:
         return self._scorers[key]
 
     def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
-        logp = self.scorer(design).class_logprobs(list(examples), design.triggers)
-        gold = torch.tensor([ex.label for ex in examples])
-        return (logp.argmax(-1) == gold).float().tolist()
+        ev = self.scorer(design).evaluate(list(examples), design.triggers, "search")
+        return ev.correct.astype(float).tolist()
 
 
 @dataclass
