@@ -104,6 +104,8 @@ class Scorer:
         self.forward_batch = forward_batch
         self.forward_tokens = math.inf if forward_tokens is None else forward_tokens
         self.prefix_mode = PrefixMode(prefix) if backend.supports_prefix_cache else PrefixMode.NONE
+        # demonstrations written with the encoded trigger ids keep them whatever fills the query
+        self._demo_triggers = bool(fewshot is not None and fewshot.demos and template.num_triggers)
         device = backend.device
         first = words.first_ids
         whole_vocab = torch.equal(first, torch.arange(backend.vocab_size))
@@ -223,9 +225,10 @@ class Scorer:
         Logits at [P] when every word is one token (their normaliser cancels among the
         classes) unless ``exact``, else log-probabilities of the whole words.
         """
-        if (rows is not None or trig_embeds is not None) and bool((batch.trig_pos[b] < 0).any()):
-            raise ValueError("this batch's trigger slots lie in its shared prefix; encode it "
-                             "with PrefixMode.PER_EXAMPLE or NONE to fill them")
+        if (rows is not None or trig_embeds is not None) and (
+                self._demo_triggers or bool((batch.trig_pos[b] < 0).any())):
+            raise ValueError("trigger slots in demonstrations or in a shared prefix cannot be "
+                             "refilled; encode the prompts with the triggers to score")
         bx = b.repeat_interleave(self.groups)  # each example's rows, one per multi-token word
         width = int(batch.suffix_len[b].max()) + self.ext
         ids = batch.suffix[bx, :width]
@@ -335,11 +338,12 @@ class Scorer:
             raise UserError("one example does not fit in memory even alone in a forward pass; "
                             "use a smaller model, --dtype bfloat16 or shorter inputs")
         self.forward_batch = max(1, self.forward_batch // 2)
-        self.forward_tokens = max(1, self.forward_tokens // 2)
+        if self.forward_tokens != math.inf:  # no token limit stays none
+            self.forward_tokens = max(1, self.forward_tokens // 2)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.warning("out of memory in a forward pass of %d rows; retrying with --forward-batch "
-                    "%d and --forward-tokens %d", (end - start) * self.groups, self.forward_batch,
+                    "%d and --forward-tokens %s", (end - start) * self.groups, self.forward_batch,
                     self.forward_tokens)
         return False
 
