@@ -17,7 +17,9 @@ import torch
 
 from ..core.tasks import Task
 from ..models.base import LMBackend
+from ..core.data import Example
 from ..models.encoding import FewShot
+from .scorer import PromptScorer
 from .targets import LabelWordTargets, Targets
 from .targets import object_token_ids as _object_token_ids
 from .targets import retrieval_candidates as _retrieval_candidates
@@ -102,14 +104,25 @@ def evaluate_prompt(
     ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary); examples whose
     object is several tokens are left out.
     """
-    from .scorer import PromptScorer
-
     examples = task.examples(split)
     if limit is not None:
         examples = examples[:limit]
     scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size)
-    return scorer.evaluate(examples, triggers, split, progress=progress,
-                           restrict_vocab=restrict_vocab)
+    return evaluate_examples(scorer, examples, triggers, split, progress=progress,
+                             restrict_vocab=restrict_vocab)
+
+
+def evaluate_examples(scorer: PromptScorer, examples: Sequence[Example], triggers: Sequence[int] = (),
+                      split: str = "test", *, progress: bool = False,
+                      restrict_vocab: bool = True) -> Evaluation:
+    """Metrics and per-example results of ``scorer``'s prompt design on ``examples``."""
+    targets = scorer.targets({split: list(examples)}, restrict_vocab)
+    kept = targets.examples[split]
+    engine = scorer.engine(targets.words)
+    batch = engine.encode(kept, triggers, gold=[ex.label for ex in kept])
+    scores = targets.words.class_scores(engine.word_logprobs(batch, progress=progress))
+    return evaluation_from_scores(scorer.template.source, split, scores, batch.gold.tolist(),
+                                  targets)
 
 
 def object_token_ids(backend: LMBackend, scorer, words: Sequence[str]) -> dict[str, int]:

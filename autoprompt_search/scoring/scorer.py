@@ -22,10 +22,9 @@ from ..core.templates import Template
 from ..models.base import LMBackend
 from ..models.encoding import EncodedPrompt, FewShot
 from .engine import PrefixMode, Scorer
-from .evaluation import Evaluation, evaluation_from_scores
 from .targets import LabelWords, Targets, resolve_label_words, resolve_targets
 
-__all__ = ["Evaluation", "LabelWords", "PromptScorer", "resolve_label_words"]
+__all__ = ["LabelWords", "PromptScorer", "resolve_label_words"]
 
 
 class PromptScorer:
@@ -85,18 +84,6 @@ class PromptScorer:
         engine = self.engine()
         batch = engine.encode(examples, triggers)
         return self.label_words.class_scores(engine.word_logprobs(batch, progress=progress))
-
-    def evaluate(self, examples: Sequence[Example], triggers: Sequence[int] = (),
-                 split: str = "test", *, progress: bool = False,
-                 restrict_vocab: bool = True) -> Evaluation:
-        """Metrics and per-example results of this design on ``examples``."""
-        targets = self.targets({split: list(examples)}, restrict_vocab)
-        kept = targets.examples[split]
-        engine = self.engine(targets.words)
-        batch = engine.encode(kept, triggers, gold=[ex.label for ex in kept])
-        scores = targets.words.class_scores(engine.word_logprobs(batch, progress=progress))
-        return evaluation_from_scores(self.template.source, split, scores, batch.gold.tolist(),
-                                      targets)
 
     # --- naive reference ------------------------------------------------------------
     @torch.inference_mode()

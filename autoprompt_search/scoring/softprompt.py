@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
 from ..models.base import LMBackend, PrefixCache
-from .evaluation import Evaluation, evaluation_from_scores
+from .evaluation import Evaluation, evaluate_examples, evaluation_from_scores
 from .objective import TriggerObjective
 from ..core.results import atomic_write, provenance, write_json
 from .scorer import PromptScorer
@@ -325,8 +325,8 @@ def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "
     examples = task.examples(split)[:limit]
     soft_ev = SoftScorer(backend, task, prepared, verbalizer).evaluate(
         examples, soft.vectors.to(backend.device), split, progress=progress)
-    hard = PromptScorer(backend, task, prepared, verbalizer).evaluate(
-        examples, proj.token_ids, split, progress=progress)
+    hard = evaluate_examples(PromptScorer(backend, task, prepared, verbalizer), examples,
+                             proj.token_ids, split, progress=progress)
     report["evaluation"] = {"task": task.name, "split": split, "n": len(examples),
                             "soft": soft_ev.metrics, "projected": hard.metrics}
     return report
