@@ -122,3 +122,15 @@ def test_library_scoring_leaves_the_global_rng_alone(tiny_backend, toy_task):
     assert label_search_pool(ctx) == first
     mask = projection_mask(tiny_backend)
     assert projection_mask(tiny_backend) is mask  # kept on the backend, not in module state
+
+
+def test_prompt_encoder_of_a_kind():
+    from autoprompt_search import PromptEncoder
+    from autoprompt_search.models.encoding import CausalPromptEncoder, MaskedPromptEncoder
+    from autoprompt_search.testing import tiny_causal_tokenizer, tiny_masked_tokenizer
+
+    assert isinstance(PromptEncoder(tiny_causal_tokenizer(), "causal"), CausalPromptEncoder)
+    masked = PromptEncoder(tiny_masked_tokenizer(), "masked")
+    assert isinstance(masked, MaskedPromptEncoder) and masked.suffix_special
+    with pytest.raises(ValueError, match="model kind"):
+        PromptEncoder(tiny_causal_tokenizer(), "seq2seq")

@@ -53,7 +53,16 @@ class PromptEncoder:
 
     kind: Kind
 
-    def __init__(self, tokenizer) -> None:
+    def __new__(cls, tokenizer, kind: Kind | None = None):
+        """``PromptEncoder(tokenizer, kind)`` (the public constructor) gives that kind's encoder."""
+        if cls is PromptEncoder:
+            encoders = {c.kind: c for c in PromptEncoder.__subclasses__()}
+            if kind not in encoders:
+                raise ValueError(f"model kind must be one of {sorted(encoders)}, got {kind!r}")
+            cls = encoders[kind]
+        return super().__new__(cls)
+
+    def __init__(self, tokenizer, kind: Kind | None = None) -> None:
         self.tokenizer = tokenizer
         self.prefix_special, self.suffix_special = _special_affixes(tokenizer)
         self._tok = lru_cache(maxsize=65536)(self._tokenize)
@@ -137,7 +146,7 @@ class MaskedPromptEncoder(PromptEncoder):
 
     kind = "masked"
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, kind: Kind | None = None) -> None:
         super().__init__(tokenizer)
         if tokenizer.mask_token_id is None:
             raise UserError("this masked LM's tokenizer has no mask token")
@@ -152,7 +161,7 @@ class CausalPromptEncoder(PromptEncoder):
 
     kind = "causal"
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, kind: Kind | None = None) -> None:
         super().__init__(tokenizer)
         self.suffix_special = ()  # nothing may follow the prompt: the label is the next token
 
