@@ -100,3 +100,19 @@ def test_filling_triggers_inside_a_shared_prefix_is_refused(tiny_causal, toy_tas
     with pytest.raises(ValueError, match="cannot be refilled"):
         engine.class_scores(batch, [6])
     assert engine.class_scores(batch).shape == (12, 2)  # the encoded triggers score fine
+
+
+def test_shared_prefix_serves_gradients_and_vectors(tiny_causal, toy_task):
+    """An instruction shared by every prompt is cached once and gradients still reach the slots."""
+    fewshot = FewShot("Decide if each review is great or bad .")
+    scorer = PromptScorer(tiny_causal, toy_task, "{sentence} so [T] [T] it was [P] .", fewshot=fewshot)
+    trig = [tiny_causal.encoder.text_ids("the", True)[0]] * 2
+    examples = toy_task.examples("train")
+    shared = scorer.engine(prefix=PrefixMode.SHARED)
+    plain = scorer.engine(prefix=PrefixMode.NONE)
+    a, b = shared.encode(examples, trig), plain.encode(examples, trig)
+    assert a.prefix is not None and len(a.prefix) == 1
+    grad_a, loss_a = shared.gradient(a, trig)
+    grad_b, loss_b = plain.gradient(b, trig)
+    assert loss_a == pytest.approx(loss_b, abs=1e-5)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-5, rtol=1e-4)

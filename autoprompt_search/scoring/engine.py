@@ -162,7 +162,7 @@ class Scorer:
             cut += 1
         if cut < MIN_SHARED_PREFIX:
             return None, 0
-        return self.backend.encode_prefix([first[:cut]]), cut
+        return _concat_prefix([self.backend.encode_prefix([first[:cut]])]), cut  # plain tensors
 
     def prefix_cache(self, prompts: Sequence[EncodedPrompt]) -> PrefixCache | None:
         """Key/value states of each prompt's tokens before its first [T], row n for prompt n
