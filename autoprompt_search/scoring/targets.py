@@ -194,8 +194,8 @@ def _open_vocab_targets(backend, template, task, splits, restrict_vocab) -> Open
                 if ex.extra["label_text"] in gold]
         if not kept:
             raise UserError(f"no {name} example of task '{task.name}' has an object that is "
-                            "a single token in this model's vocabulary; the search ranks "
-                            "single-token objects")
+                            "a single token in this model's vocabulary; only single-token "
+                            "objects are ranked")
         examples[name], skipped[name] = kept, len(exs) - len(kept)
         mask = torch.zeros(len(cand), dtype=torch.bool)
         mask[[col[t] for t in split_cand]] = True
