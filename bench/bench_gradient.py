@@ -168,8 +168,7 @@ def main() -> None:
     objective = TriggerObjective(scorer, forward_batch=args.forward_batch,
                                  forward_tokens=args.forward_tokens)
     n_trig = scorer.template.num_triggers
-    triggers = ([int(backend.tokenizer.mask_token_id)] * n_trig if backend.kind == "masked"
-                else [backend.encoder.text_ids("the", True)[0]] * n_trig)
+    triggers = [backend.neutral_trigger("the")] * n_trig
 
     print(f"model {backend.name} ({backend.kind}, vocab {backend.vocab_size}, {args.dtype}), "
           f"threads {torch.get_num_threads()}, template {args.template!r}")
@@ -221,7 +220,7 @@ def main() -> None:
           f"{len(naive_rows)}), ours {ours_iter:.1f} s (gradient {grad_s:.1f} s); "
           f"ratio {naive_iter / ours_iter:.1f}x")
     print(f"ours, once per search: prefix encoding of these examples {encode_s:.1f} s")
-    if backend.kind == "masked":
+    if not backend.supports_prefix_cache:  # nothing to cache: the ceiling of exact scoring
         padding, head, bound = masked_ceiling(backend, scorer, examples)
         print(f"ceiling for exact scoring at equal matmul speed: naive padding {padding:.2f}x x "
               f"LM head at every position {head:.2f}x = {bound:.2f}x")

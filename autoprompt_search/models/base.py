@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .encoding import PromptEncoder
+from .encoding import EncodedPrompt, PromptEncoder
+from ..core.errors import UserError
 from ..core.templates import Kind
 
 
@@ -70,6 +71,7 @@ class LMBackend(ABC):
     """A frozen LM (masked or causal) with its tokenizer."""
 
     kind: Kind
+    encoder_class: type[PromptEncoder]
 
     def __init__(self, model, tokenizer, name: str) -> None:
         self.model = model.eval()
@@ -77,7 +79,8 @@ class LMBackend(ABC):
             p.requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
-        self.encoder = PromptEncoder(tokenizer, self.kind)
+        self.encoder = self.encoder_class(tokenizer)
+        self._memo: dict[tuple, object] = {}
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -134,6 +137,60 @@ class LMBackend(ABC):
     @property
     def supports_prefix_cache(self) -> bool:
         return False
+
+    # --- how this kind of model reads labels, triggers and text ------------------------
+    @abstractmethod
+    def check_label_word(self, word: str, label: str, ids: Sequence[int]) -> None:
+        """Raise a user error if this model cannot score label word ``word`` (token ``ids``)."""
+
+    @abstractmethod
+    def word_reading(self, prompt: EncodedPrompt, word_ids: Sequence[int],
+                     ) -> tuple[list[int], list[tuple[int, int]]]:
+        """(the sequence to run, [(position, token)] whose log-probs sum to log p(word)) for the
+        naive one-word-at-a-time reference."""
+
+    @abstractmethod
+    def neutral_trigger(self, init_word: str) -> int:
+        """The token a trigger slot starts from when no trigger is known yet."""
+
+    def starts_word(self, token_text: str) -> bool:
+        """Whether a decoded token can stand as a word of its own in a trigger slot."""
+        return True
+
+    @abstractmethod
+    def log_perplexity(self, ids: Sequence[int]) -> float | None:
+        """The model's log-perplexity of a token-id sequence (None where it has none)."""
+
+    def span_log_perplexity(self, inputs: torch.Tensor, target_ids) -> torch.Tensor:
+        """Differentiable mean negative log-likelihood of ``target_ids`` read after the start
+        token, with ``inputs`` ([K, d]) as their input embeddings (causal LMs)."""
+        self.check_perplexity()
+        raise NotImplementedError
+
+    @property
+    def reads_left_to_right(self) -> bool:
+        """Whether the model predicts each token from the ones before it (a true perplexity)."""
+        return False
+
+    def check_perplexity(self, what: str = "the fluency term") -> None:
+        """Raise a user error if this model cannot give the left-to-right perplexity ``what`` needs."""
+        if not self.reads_left_to_right:
+            raise UserError(f"{what} needs a causal LM to compute perplexity; {self.name} is a "
+                            "masked LM (set --fluency-weight 0, or judge fluency with a causal --model)")
+
+    def memo(self, key: tuple, make):
+        """``make()`` computed once per backend and ``key`` (token masks and other tables)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def start_id(self) -> int:
+        """The beginning-of-text token a span is read after (BOS, else EOS, else padding)."""
+        tok = self.tokenizer
+        for tid in (tok.bos_token_id, tok.eos_token_id, self.pad_id):
+            if tid is not None:
+                return int(tid)
+        return 0
 
     # --- derived ----------------------------------------------------------------
     def logprobs_at(

@@ -48,14 +48,23 @@ class FewShot:
 
 
 class PromptEncoder:
-    """Encodes prompts for one tokenizer and one model kind (masked or causal)."""
+    """Encodes prompts for one tokenizer; :class:`MaskedPromptEncoder` and
+    :class:`CausalPromptEncoder` say where the label is read."""
 
-    def __init__(self, tokenizer, kind: Kind) -> None:
+    kind: Kind
+
+    def __new__(cls, tokenizer, kind: Kind | None = None):
+        """``PromptEncoder(tokenizer, kind)`` (the public constructor) gives that kind's encoder."""
+        if cls is PromptEncoder:
+            encoders = {c.kind: c for c in PromptEncoder.__subclasses__()}
+            if kind not in encoders:
+                raise ValueError(f"model kind must be one of {sorted(encoders)}, got {kind!r}")
+            cls = encoders[kind]
+        return super().__new__(cls)
+
+    def __init__(self, tokenizer, kind: Kind | None = None) -> None:
         self.tokenizer = tokenizer
-        self.kind = kind
-        self.prefix_special, self.suffix_special = _special_affixes(tokenizer, kind)
-        if kind == "masked" and tokenizer.mask_token_id is None:
-            raise UserError("this masked LM's tokenizer has no mask token")
+        self.prefix_special, self.suffix_special = _special_affixes(tokenizer)
         self._tok = lru_cache(maxsize=65536)(self._tokenize)
 
     def _tokenize(self, text: str) -> tuple[int, ...]:
@@ -72,8 +81,8 @@ class PromptEncoder:
         return ids
 
     def prepare(self, template: Template) -> Template:
-        """The template as this model kind reads it (checks causal [P] placement)."""
-        return template.for_causal() if self.kind == "causal" else template
+        """The template as this model kind reads it."""
+        return template
 
     def encode(
         self,
@@ -95,14 +104,10 @@ class PromptEncoder:
                 ids += self.text_ids(fewshot.separator, False)
         trig_pos: list[int] = []
         pred: list[int] = []
-        query = template.segments if self.kind == "masked" else self.prepare(template).segments
+        query = self.prepare(template).segments
         ids += self._segments_of(query, example, triggers, None, trig_pos, pred, start=len(ids))
-        if self.kind == "masked":
-            ids += self.suffix_special
-        if self.kind == "causal" and pred[0] < 0:
-            raise UserError(
-                f"template {template.source!r} gives the causal LM nothing to read before [P]"
-            )
+        ids += self.suffix_special
+        self._check_predict(template, pred[0])
         return EncodedPrompt(tuple(ids), tuple(trig_pos), pred[0])
 
     def _segments(self, template, example, triggers, label, trig_pos, pred):
@@ -121,18 +126,59 @@ class PromptEncoder:
             elif isinstance(seg, Predict):
                 if label is not None:  # a demonstration: the answer is written out
                     out += self.text_ids(label, seg.space)
-                elif self.kind == "masked":
-                    pred.append(start + len(out))
-                    out.append(self.tokenizer.mask_token_id)
                 else:
-                    pred.append(start + len(out) - 1)
+                    self._predict_slot(out, start, pred)
         return out
+
+    def _predict_slot(self, out: list[int], start: int, pred: list[int]) -> None:
+        """Write the query's [P] into ``out`` and record the position its label is read at."""
+        raise NotImplementedError
+
+    def _check_predict(self, template: Template, predict_pos: int) -> None:
+        """Raise a user error when the encoded prompt gives no position to read the label at."""
 
     def decode_trigger(self, token_id: int) -> str:
         return self.tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
 
 
-def _special_affixes(tokenizer, kind: Kind) -> tuple[tuple[int, ...], tuple[int, ...]]:
+class MaskedPromptEncoder(PromptEncoder):
+    """[P] becomes the tokenizer's mask token, read where it stands; closing special tokens follow."""
+
+    kind = "masked"
+
+    def __init__(self, tokenizer, kind: Kind | None = None) -> None:
+        super().__init__(tokenizer)
+        if tokenizer.mask_token_id is None:
+            raise UserError("this masked LM's tokenizer has no mask token")
+
+    def _predict_slot(self, out, start, pred) -> None:
+        pred.append(start + len(out))
+        out.append(self.tokenizer.mask_token_id)
+
+
+class CausalPromptEncoder(PromptEncoder):
+    """[P] ends the prompt: the label is the continuation of the token before it."""
+
+    kind = "causal"
+
+    def __init__(self, tokenizer, kind: Kind | None = None) -> None:
+        super().__init__(tokenizer)
+        self.suffix_special = ()  # nothing may follow the prompt: the label is the next token
+
+    def prepare(self, template: Template) -> Template:
+        return template.for_causal()  # checks the [P] placement
+
+    def _predict_slot(self, out, start, pred) -> None:
+        pred.append(start + len(out) - 1)
+
+    def _check_predict(self, template: Template, predict_pos: int) -> None:
+        if predict_pos < 0:
+            raise UserError(
+                f"template {template.source!r} gives the causal LM nothing to read before [P]"
+            )
+
+
+def _special_affixes(tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The special tokens the tokenizer puts around a text (e.g. [CLS] ... [SEP], or BOS)."""
     plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
     full = tokenizer("hello")["input_ids"]
@@ -142,6 +188,4 @@ def _special_affixes(tokenizer, kind: Kind) -> tuple[tuple[int, ...], tuple[int,
             break
     else:
         prefix, suffix = (), ()
-    if kind == "causal":
-        suffix = ()  # nothing may follow the prompt: the label is the next token
     return prefix, suffix

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+from ..core.errors import UserError
 from .base import LMBackend, gather_positions
+from .encoding import MaskedPromptEncoder
 
 
 class MaskedLMBackend(LMBackend):
     kind = "masked"
+    encoder_class = MaskedPromptEncoder
 
     def __init__(self, model, tokenizer, name: str) -> None:
         super().__init__(model, tokenizer, name)
@@ -29,6 +34,35 @@ class MaskedLMBackend(LMBackend):
     def head(self, hidden, token_ids=None):
         logits = hidden if self._head is None else self._head(hidden)
         return logits if token_ids is None else logits[..., token_ids]
+
+    def check_label_word(self, word, label, ids) -> None:
+        if len(ids) > 1:
+            pieces = [self.tokenizer.convert_ids_to_tokens(i) for i in ids]
+            raise UserError(
+                f"label word {word!r} (class '{label}') splits into {len(ids)} tokens "
+                f"{pieces} in this masked LM's vocabulary; a [MASK] slot predicts one token. "
+                "Choose a single-token word (try `autoprompt-search search-labels` to find some)."
+            )
+
+    def word_reading(self, prompt, word_ids):
+        return list(prompt.ids), [(prompt.predict_pos, word_ids[0])]
+
+    def neutral_trigger(self, init_word: str) -> int:
+        return int(self.tokenizer.mask_token_id)  # AutoPrompt's start: [MASK] in every slot
+
+    @torch.inference_mode()
+    def log_perplexity(self, ids: Sequence[int]) -> float | None:
+        """Pseudo-log-perplexity: each token read with itself masked, the others in place."""
+        if not ids:
+            return None
+        enc, dev = self.encoder, self.device
+        full = list(enc.prefix_special) + list(ids) + list(enc.suffix_special)
+        rows = torch.tensor([full] * len(ids), device=dev)
+        pos = torch.arange(len(ids), device=dev) + len(enc.prefix_special)
+        rows[torch.arange(len(ids)), pos] = self.tokenizer.mask_token_id
+        logits = self.model(input_ids=rows).logits[torch.arange(len(ids)), pos].float()
+        logp = torch.log_softmax(logits, -1)
+        return float(-logp[torch.arange(len(ids)), torch.tensor(list(ids), device=dev)].mean())
 
 
 def _find_mlm_head(model) -> torch.nn.Module | None:

@@ -1,19 +1,86 @@
-"""Evaluate a prompt on a task split: classification metrics or fact-retrieval ranks."""
+"""Evaluate a prompt on a task split: one path from class scores to metrics and loss.
+
+:func:`evaluation_from_scores` turns class scores, gold classes and the targets into an
+:class:`Evaluation` (classification metrics, or fact-retrieval ranks for open-vocabulary
+tasks, and the mean cross-entropy); ``evaluate``, ``compare``, ``project``, every strategy's
+dev scoring and the Ray workers go through it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..models.encoding import FewShot
-from ..core.errors import UserError
-from .metrics import classification_metrics, retrieval_metrics
-from ..models.base import LMBackend
-from .scorer import Evaluation, PromptScorer
 from ..core.tasks import Task
-from ..core.templates import Predict
+from ..models.base import LMBackend
+from ..core.data import Example
+from ..models.encoding import FewShot
+from .scorer import PromptScorer
+from .targets import LabelWordTargets, Targets
+from .targets import object_token_ids as _object_token_ids
+from .targets import retrieval_candidates as _retrieval_candidates
+
+EVALUATION_FORMAT = "autoprompt-search/evaluation"
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one prompt on one split, with per-example results for paired tests."""
+
+    prompt: str
+    split: str
+    metrics: dict
+    predictions: list[int]
+    gold: list[int]
+    scores: list[list[float]] | None = None
+    loss: float | None = None  # mean cross-entropy of the gold class among the classes
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.asarray(self.predictions) == np.asarray(self.gold)
+
+    def to_dict(self, with_examples: bool = False) -> dict:
+        d = {"prompt": self.prompt, "split": self.split, **self.metrics}
+        if with_examples:
+            d.update(predictions=self.predictions, gold=self.gold)
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, per-example predictions and scores included (:meth:`from_json` reads it)."""
+        return {"format": EVALUATION_FORMAT, "prompt": self.prompt, "split": self.split,
+                "metrics": self.metrics, "predictions": self.predictions, "gold": self.gold,
+                "scores": self.scores, "loss": self.loss}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], split: str | None = None) -> Evaluation:
+        """An evaluation saved by :meth:`to_json` (or by an older cache without the format)."""
+        return cls(data["prompt"], data.get("split", split), data["metrics"],
+                   list(data["predictions"]), list(data["gold"]), data.get("scores"),
+                   data.get("loss"))
+
+
+def evaluation_from_scores(prompt: str, split: str, scores: torch.Tensor, gold: Sequence[int],
+                           targets: Targets | Sequence[str]) -> Evaluation:
+    """The evaluation of class scores ``[N, C]`` against gold classes ``[N]``.
+
+    ``targets`` says which metrics apply (a task's labels: classification); the loss is the
+    mean cross-entropy of the gold class with the scores renormalised over the classes.
+    """
+    if not isinstance(targets, Targets):
+        targets = LabelWordTargets(None, {}, {}, {}, [], labels=list(targets))
+    scores = scores.detach().float().cpu()
+    gold_arr = np.asarray(gold, dtype=np.int64)
+    pred = scores.argmax(-1).numpy()
+    metrics = targets.metrics(scores, gold_arr, split)
+    loss = float(torch.nn.functional.cross_entropy(scores, torch.as_tensor(gold_arr))) \
+        if len(gold_arr) else float("nan")
+    return Evaluation(prompt, split, metrics, targets.predictions(pred),
+                      targets.predictions(gold_arr),
+                      scores.tolist() if targets.keeps_scores else None, loss)
 
 
 def evaluate_prompt(
@@ -34,65 +101,38 @@ def evaluate_prompt(
 
     ``triggers`` fills the template's [T] slots with token ids. For open-vocabulary
     tasks (LAMA) the gold object is ranked among the candidate vocabulary (the task's
-    ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary).
+    ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary); examples whose
+    object is several tokens are left out.
     """
     examples = task.examples(split)
     if limit is not None:
         examples = examples[:limit]
     scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size)
-    if task.is_open_vocabulary:
-        return _evaluate_retrieval(scorer, examples, triggers, split, progress, restrict_vocab)
-    scores = scorer.class_logprobs(examples, triggers, progress=progress)
-    pred = scores.argmax(-1).numpy()
-    gold = np.array([ex.label for ex in examples])
-    metrics = classification_metrics(gold, pred, task.labels)
-    return Evaluation(template, split, metrics, pred.tolist(), gold.tolist(), scores.tolist())
+    return evaluate_examples(scorer, examples, triggers, split, progress=progress,
+                             restrict_vocab=restrict_vocab)
 
 
-def object_token_ids(backend: LMBackend, scorer: PromptScorer, words: Sequence[str]) -> dict[str, int]:
-    """Single-token ids of object words at [P] (multi-token words are left out)."""
-    space = next(s.space for s in scorer.template.segments if isinstance(s, Predict))
-    out = {}
-    for word in words:
-        ids = backend.encoder.label_ids(word, space)
-        if len(ids) == 1:
-            out[word] = ids[0]
-    return out
+def evaluate_examples(scorer: PromptScorer, examples: Sequence[Example], triggers: Sequence[int] = (),
+                      split: str = "test", *, progress: bool = False,
+                      restrict_vocab: bool = True) -> Evaluation:
+    """Metrics and per-example results of ``scorer``'s prompt design on ``examples``."""
+    targets = scorer.targets({split: list(examples)}, restrict_vocab)
+    kept = targets.examples[split]
+    engine = scorer.engine(targets.words)
+    batch = engine.encode(kept, triggers, gold=[ex.label for ex in kept])
+    scores = targets.words.class_scores(engine.word_logprobs(batch, progress=progress))
+    return evaluation_from_scores(scorer.template.source, split, scores, batch.gold.tolist(),
+                                  targets)
 
 
-def retrieval_candidates(scorer: PromptScorer, examples: Sequence,
+def object_token_ids(backend: LMBackend, scorer, words: Sequence[str]) -> dict[str, int]:
+    """Single-token ids of object words at the scorer's [P] (multi-token words are left out)."""
+    return _object_token_ids(backend, scorer.template, words)
+
+
+def retrieval_candidates(scorer, examples: Sequence,
                          restrict_vocab: bool = True) -> tuple[list[int], dict[str, int]]:
-    """(the token ids the gold objects of ``examples`` are ranked among, gold object -> token id).
-
-    The candidates are the single-token ids of the task's candidate vocabulary and of the gold
-    objects (the whole vocabulary without ``restrict_vocab`` or a candidate vocabulary); gold
-    objects that are not a single token are missing from the map.
-    """
-    backend = scorer.backend
-    words = scorer.task.candidate_words() if restrict_vocab else None
-    gold_map = object_token_ids(backend, scorer, sorted({ex.extra["label_text"] for ex in examples}))
-    if words:
-        cand = sorted(set(object_token_ids(backend, scorer, words).values()) | set(gold_map.values()))
-    else:
-        cand = list(range(backend.vocab_size))
-    return cand, gold_map
-
-
-def _evaluate_retrieval(scorer, examples, triggers, split, progress, restrict_vocab) -> Evaluation:
-    cand, gold_map = retrieval_candidates(scorer, examples, restrict_vocab)
-    kept = [ex for ex in examples if ex.extra["label_text"] in gold_map]
-    if not kept:
-        raise UserError("no object of this split is a single token in the model's vocabulary")
-    cand_t = torch.tensor(cand)
-    logp = scorer.word_logprobs(scorer.encode(kept, triggers), token_ids=cand_t, progress=progress)
-    col = {t: i for i, t in enumerate(cand)}
-    gold_col = torch.tensor([col[gold_map[ex.extra["label_text"]]] for ex in kept])
-    gold_score = logp[torch.arange(len(kept)), gold_col]
-    ranks = (logp > gold_score[:, None]).sum(-1).numpy()
-    metrics = retrieval_metrics(ranks)
-    metrics["accuracy"] = metrics["precision_at_1"]
-    metrics["skipped_multi_token"] = len(examples) - len(kept)
-    metrics["candidates"] = len(cand)
-    pred = [cand[i] for i in logp.argmax(-1).tolist()]
-    gold = [gold_map[ex.extra["label_text"]] for ex in kept]
-    return Evaluation(scorer.template.source, split, metrics, pred, gold)
+    """(candidate token ids, gold object -> token id) of ``examples`` for the scorer's template
+    (:func:`autoprompt_search.scoring.targets.retrieval_candidates`)."""
+    return _retrieval_candidates(scorer.backend, scorer.template, scorer.task, examples,
+                                 restrict_vocab)

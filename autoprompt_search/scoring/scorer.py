@@ -1,91 +1,38 @@
-"""Class scores for (task, template, verbalizer) on a backend: the fast and the naive path.
+"""One prompt design (template + verbalizer + few-shot framing) scored on a backend.
 
-The class score is the log of the summed probability of the class's label words
-(log-sum-exp of their log-probabilities). The fast path computes logits only at the
-predict position, batches examples sorted by length, and for causal LMs runs a
-prefix shared by every prompt (instruction, demonstrations) once and reuses its
-key/value states. The naive path -- one example at a time, full recompute,
-full-vocabulary logits at every position -- is kept as the reference that tests
-and benchmarks compare against.
+:class:`PromptScorer` resolves the design's targets and hands the work to the one engine
+(:class:`~autoprompt_search.scoring.engine.Scorer`): batched and length-sorted, logits only at
+the predict position, and for causal LMs a prefix shared by every prompt (instruction,
+demonstrations) run once and its key/value states reused. The class score is the log of the
+summed probability of the class's label words (log-sum-exp of their log-probabilities).
+
+The naive path -- one example and one label word at a time, full recompute, full-vocabulary
+logits at every position -- is kept as the reference that tests and benchmarks compare against.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..core.data import Example
-from ..models.encoding import EncodedPrompt, FewShot
-from ..core.errors import UserError
-from ..models.base import LMBackend, PrefixCache
-from ..core.templates import Predict, Template
 from ..core.tasks import Task
+from ..core.templates import Template
+from ..models.base import LMBackend
+from ..models.encoding import EncodedPrompt, FewShot
+from .engine import PrefixMode, Scorer
+from .targets import LabelWords, Targets, resolve_label_words, resolve_targets
 
-MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache
-
-
-@dataclass(frozen=True)
-class LabelWords:
-    """A verbalizer resolved to token ids for one backend and one template."""
-
-    word_class: tuple[int, ...]  # class index of each label word
-    word_ids: tuple[tuple[int, ...], ...]  # token ids of each label word
-    num_classes: int
-
-    @property
-    def first_ids(self) -> torch.Tensor:
-        return torch.tensor([ids[0] for ids in self.word_ids], dtype=torch.long)
-
-    @property
-    def membership(self) -> torch.Tensor:
-        """[W, C] boolean: label word w belongs to class c."""
-        m = torch.zeros(len(self.word_ids), self.num_classes, dtype=torch.bool)
-        m[torch.arange(len(self.word_ids)), torch.tensor(self.word_class)] = True
-        return m
-
-    @cached_property
-    def one_word_per_class(self) -> bool:
-        """Word w is class w (the candidate objects of an open-vocabulary task)."""
-        return self.word_class == tuple(range(self.num_classes))
-
-    def class_scores(self, word_logp: torch.Tensor) -> torch.Tensor:
-        """[N, W] label-word log-probs -> [N, C] class log-probs (log-sum-exp per class)."""
-        if self.one_word_per_class:
-            return word_logp
-        masked = word_logp[:, :, None].masked_fill(~self.membership.to(word_logp.device), -torch.inf)
-        return torch.logsumexp(masked, dim=1)
-
-
-def resolve_label_words(backend: LMBackend, template: Template, labels: list[str],
-                        verbalizer: dict[str, list[str]]) -> LabelWords:
-    """Tokenise each label word as it appears at [P] (leading space where the template has one).
-
-    Multi-token words are scored as a sequence by causal LMs and rejected for masked LMs.
-    """
-    space = next(s.space for s in template.segments if isinstance(s, Predict))
-    word_class, word_ids = [], []
-    for c, label in enumerate(labels):
-        for word in verbalizer[label]:
-            ids = backend.encoder.label_ids(word, space)
-            if len(ids) > 1 and backend.kind == "masked":
-                pieces = [backend.tokenizer.convert_ids_to_tokens(i) for i in ids]
-                raise UserError(
-                    f"label word {word!r} (class '{label}') splits into {len(ids)} tokens "
-                    f"{pieces} in this masked LM's vocabulary; a [MASK] slot predicts one token. "
-                    "Choose a single-token word (try `autoprompt-search search-labels` to find some)."
-                )
-            word_class.append(c)
-            word_ids.append(tuple(ids))
-    return LabelWords(tuple(word_class), tuple(word_ids), len(labels))
+__all__ = ["LabelWords", "PromptScorer", "resolve_label_words"]
 
 
 class PromptScorer:
-    """Scores one prompt design (template + verbalizer + few-shot framing) on a backend."""
+    """Scores one prompt design (template + verbalizer + few-shot framing) on a backend.
+
+    ``label_words`` is None for an open-vocabulary task, whose targets depend on the examples
+    (:meth:`targets`).
+    """
 
     def __init__(self, backend: LMBackend, task: Task, template: str | Template,
                  verbalizer: dict[str, list[str]] | None = None, fewshot: FewShot | None = None,
@@ -97,13 +44,23 @@ class PromptScorer:
         self.fewshot = fewshot
         self.batch_size = batch_size
         self.verbalizer = verbalizer or task.verbalizer
-        if task.is_open_vocabulary:
-            self.label_words = None
-            self.demo_labels: list[str] = []
-        else:
-            self.label_words = resolve_label_words(backend, self.template, task.labels,
-                                                   self.verbalizer)
-            self.demo_labels = [self.verbalizer[lab][0] for lab in task.labels]
+        self._targets = None if task.is_open_vocabulary else self.targets({})
+        self.label_words = None if self._targets is None else self._targets.words
+        self.demo_labels = [] if self._targets is None else self._targets.demo_labels
+
+    def targets(self, splits: dict[str, list[Example]], restrict_vocab: bool = True) -> Targets:
+        """The classes ``splits`` are ranked among, with each split's examples and gold classes."""
+        return resolve_targets(self.backend, self.template, self.task, self.verbalizer, splits,
+                               restrict_vocab)
+
+    def engine(self, words: LabelWords | None = None, *, prefix: PrefixMode = PrefixMode.SHARED,
+               forward_batch: int | None = None, forward_tokens: int | None = None) -> Scorer:
+        """The engine for this design and ``words`` (default: the label words); fixed prompts
+        share one cached prefix, passes hold ``batch_size`` prompts."""
+        return Scorer(self.backend, self.template, words or self.label_words,
+                      fewshot=self.fewshot, demo_labels=self.demo_labels,
+                      forward_batch=forward_batch or self.batch_size,
+                      forward_tokens=forward_tokens, prefix=prefix)
 
     # --- encoding -----------------------------------------------------------------
     def encode(self, examples: Sequence[Example], triggers: Sequence[int] = ()) -> list[EncodedPrompt]:
@@ -112,70 +69,21 @@ class PromptScorer:
                 for ex in examples]
 
     # --- fast path ----------------------------------------------------------------
-    @torch.inference_mode()
     def word_logprobs(self, prompts: Sequence[EncodedPrompt], token_ids: torch.Tensor | None = None,
                       progress: bool = False) -> torch.Tensor:
         """[N, W] log-probs of each label word (or [N, len(token_ids)] of single tokens)."""
-        backend = self.backend
-        first = token_ids if token_ids is not None else self.label_words.first_ids
-        first = first.to(backend.device)
-        prefix, cut = self._shared_prefix(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
-        out = torch.empty(len(prompts), len(first))
-        batches = range(0, len(order), self.batch_size)
-        for start in tqdm(batches, desc="scoring", unit="batch", disable=not progress, leave=False):
-            idx = order[start : start + self.batch_size]
-            batch = backend.pad([prompts[i].ids[cut:] for i in idx])
-            pos = torch.tensor([prompts[i].predict_pos - cut for i in idx], device=backend.device)
-            kw = {}
-            if prefix is not None:
-                kw = {"prefix": prefix, "prefix_rows": torch.zeros(len(idx), dtype=torch.long,
-                                                                   device=backend.device)}
-            out[idx] = backend.logprobs_at(batch, pos, first, **kw).cpu()
-        if token_ids is None:
-            out = out + self._continuation_logprobs(prompts, prefix, cut)
-        return out
-
-    def _shared_prefix(self, prompts: Sequence[EncodedPrompt]) -> tuple[PrefixCache | None, int]:
-        """Cache the token prefix every prompt shares (causal LMs), if long enough."""
-        if not self.backend.supports_prefix_cache or len(prompts) < 2:
-            return None, 0
-        limit = min(p.predict_pos for p in prompts)  # the predict position must stay outside
-        first = prompts[0].ids
-        cut = 0
-        while cut < limit and all(p.ids[cut] == first[cut] for p in prompts):
-            cut += 1
-        if cut < MIN_SHARED_PREFIX:
-            return None, 0
-        return self.backend.encode_prefix([first[:cut]]), cut
-
-    def _continuation_logprobs(self, prompts, prefix, cut) -> torch.Tensor:
-        """log p(t_2..t_m | prompt, t_1..) for multi-token label words (causal LMs); 0 otherwise."""
-        extra = torch.zeros(len(prompts), len(self.label_words.word_ids))
-        multi = [(w, ids) for w, ids in enumerate(self.label_words.word_ids) if len(ids) > 1]
-        backend = self.backend
-        for w, ids in multi:
-            rest = torch.tensor(ids[1:], device=backend.device)
-            steps = torch.arange(len(ids) - 1, device=backend.device)
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start : start + self.batch_size]
-                batch = backend.pad([p.ids[cut:] + ids[:-1] for p in chunk])
-                pos = torch.tensor([p.predict_pos - cut for p in chunk], device=backend.device)
-                pos = pos[:, None] + 1 + steps[None, :]
-                kw = {}
-                if prefix is not None:
-                    kw = {"prefix": prefix, "prefix_rows": torch.zeros(len(chunk), dtype=torch.long,
-                                                                       device=backend.device)}
-                logp = backend.logprobs_at(batch, pos, **kw)  # [R, m-1, V]
-                picked = logp.gather(-1, rest[None, :, None].expand(len(chunk), -1, 1))[..., 0]
-                extra[start : start + len(chunk), w] = picked.sum(-1).cpu()
-        return extra
+        words = self.label_words if token_ids is None else LabelWords.single_tokens(token_ids.tolist())
+        engine = self.engine(words)
+        prefix, cut = engine.shared_prefix(prompts)
+        batch = engine.batch(prompts, None, prefix, [0] * len(prompts), cuts=[cut] * len(prompts))
+        return engine.word_logprobs(batch, progress=progress)
 
     def class_logprobs(self, examples: Sequence[Example], triggers: Sequence[int] = (),
                        progress: bool = False) -> torch.Tensor:
         """[N, C] class log-probabilities (fast path)."""
-        return self.label_words.class_scores(self.word_logprobs(self.encode(examples, triggers),
-                                                                progress=progress))
+        engine = self.engine()
+        batch = engine.encode(examples, triggers)
+        return self.label_words.class_scores(engine.word_logprobs(batch, progress=progress))
 
     # --- naive reference ------------------------------------------------------------
     @torch.inference_mode()
@@ -190,35 +98,9 @@ class PromptScorer:
         for prompt in self.encode(examples, triggers):
             word_logp = []
             for ids in words.word_ids:
-                if self.backend.kind == "masked":
-                    seq, steps = list(prompt.ids), [(prompt.predict_pos, ids[0])]
-                else:
-                    seq = list(prompt.ids) + list(ids[:-1])
-                    steps = [(prompt.predict_pos + j, t) for j, t in enumerate(ids)]
+                seq, steps = self.backend.word_reading(prompt, ids)
                 logits = model(input_ids=torch.tensor([seq], device=self.backend.device)).logits[0]
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 word_logp.append(sum(float(logp[i, t]) for i, t in steps))
             rows.append(word_logp)
         return words.class_scores(torch.tensor(rows))
-
-
-@dataclass
-class Evaluation:
-    """Metrics of one prompt on one split, with per-example results for paired tests."""
-
-    prompt: str
-    split: str
-    metrics: dict
-    predictions: list[int]
-    gold: list[int]
-    scores: list[list[float]] | None = None
-
-    @property
-    def correct(self) -> np.ndarray:
-        return np.asarray(self.predictions) == np.asarray(self.gold)
-
-    def to_dict(self, with_examples: bool = False) -> dict:
-        d = {"prompt": self.prompt, "split": self.split, **self.metrics}
-        if with_examples:
-            d.update(predictions=self.predictions, gold=self.gold)
-        return d

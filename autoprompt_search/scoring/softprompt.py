@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
-from .metrics import classification_metrics
 from ..models.base import LMBackend, PrefixCache
+from .evaluation import Evaluation, evaluate_examples, evaluation_from_scores
 from .objective import TriggerObjective
 from ..core.results import atomic_write, provenance, write_json
-from .scorer import Evaluation, PromptScorer
+from .scorer import PromptScorer
 from ..core.tasks import Task
 from ..core.templates import Template
 
@@ -113,13 +112,10 @@ class SoftScorer:
             idx = order[start : start + batch_size]
             scores[idx] = self.class_logprobs([prompts[i] for i in idx], vectors, prefix,
                                               idx if prefix is not None else None).cpu()
-        pred = scores.argmax(-1).numpy()
-        gold = np.array([ex.label for ex in examples])
-        metrics = classification_metrics(gold, pred, self.task.labels)
-        ce = torch.nn.functional.cross_entropy(scores, torch.as_tensor(gold))
-        metrics["loss"] = float(ce)
-        return Evaluation(self.template.source + " (soft)", split, metrics, pred.tolist(),
-                          gold.tolist(), scores.tolist())
+        ev = evaluation_from_scores(self.template.source + " (soft)", split, scores,
+                                    [ex.label for ex in examples], self.task.labels)
+        ev.metrics["loss"] = ev.loss
+        return ev
 
 
 # --- the saved artifact -------------------------------------------------------------
@@ -234,9 +230,6 @@ def load_peft_prompt(folder: Path) -> SoftPrompt:
 
 
 # --- token filters and the re-tokenisation check ------------------------------------
-_MASKS: dict[tuple, torch.Tensor] = {}
-
-
 def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only: bool = True,
                     exclude_ids: Sequence[int] = ()) -> torch.Tensor:
     """[V] boolean: tokens a projection may pick -- the gradient search's trigger filter
@@ -244,11 +237,10 @@ def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only:
     ``whole_words`` only word-start alphabetic tokens; with ``ascii_only`` printable ASCII)."""
     from ..core.tokens import allowed_token_mask
 
-    key = (id(backend), whole_words, ascii_only, tuple(exclude_ids))
-    if key not in _MASKS:
-        _MASKS[key] = allowed_token_mask(backend.tokenizer, backend.vocab_size, whole_words=whole_words,
-                                         ascii_only=ascii_only, exclude_ids=exclude_ids)
-    return _MASKS[key]
+    return backend.memo(("projection_mask", whole_words, ascii_only, tuple(exclude_ids)),
+                        lambda: allowed_token_mask(backend.tokenizer, backend.vocab_size,
+                                                   whole_words=whole_words, ascii_only=ascii_only,
+                                                   exclude_ids=exclude_ids))
 
 
 def render_triggers(backend: LMBackend, template: Template, ids: Sequence[int]) -> str:
@@ -333,10 +325,8 @@ def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "
     examples = task.examples(split)[:limit]
     soft_ev = SoftScorer(backend, task, prepared, verbalizer).evaluate(
         examples, soft.vectors.to(backend.device), split, progress=progress)
-    scorer = PromptScorer(backend, task, prepared, verbalizer)
-    scores = scorer.class_logprobs(examples, proj.token_ids, progress=progress)
-    gold = np.array([ex.label for ex in examples])
-    hard = classification_metrics(gold, scores.argmax(-1).numpy(), task.labels)
+    hard = evaluate_examples(PromptScorer(backend, task, prepared, verbalizer), examples,
+                             proj.token_ids, split, progress=progress)
     report["evaluation"] = {"task": task.name, "split": split, "n": len(examples),
-                            "soft": soft_ev.metrics, "projected": hard}
+                            "soft": soft_ev.metrics, "projected": hard.metrics}
     return report

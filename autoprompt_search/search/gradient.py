@@ -27,7 +27,7 @@ Forward passes that run out of memory are retried with half the batch. The objec
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -37,8 +37,9 @@ from ..core.errors import UserError
 from ..models.base import LMBackend
 from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
 from ..core.results import PromptResult
-from ..scoring.evaluation import retrieval_candidates
-from ..scoring.scorer import LabelWords, PromptScorer
+from ..scoring.evaluation import evaluation_from_scores
+from ..scoring.scorer import PromptScorer
+from ..scoring.targets import Targets
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..core.tokens import (
     allowed_token_mask,
@@ -131,51 +132,15 @@ def _choice(enum_cls: type[enum.Enum], value, name: str):
         raise UserError(f"{name} must be one of {choices}, got {value!r}") from None
 
 
-@dataclass
-class SearchTargets:
-    """What the search ranks, and the examples of each split with their gold class."""
-
-    words: LabelWords  # the classes' label words, or one single-token class per candidate object
-    examples: dict[str, list[Example]]
-    columns: dict[str, torch.Tensor | None]  # per split: the classes ranked (None: all)
-    skipped: dict[str, int]  # per split: examples left out (a gold object of several tokens)
-    answer_ids: list[int]  # tokens that are no triggers unless --allow-label-words
+SearchTargets = Targets  # the name this module used before the targets moved to scoring/
 
 
-def search_targets(scorer: PromptScorer, splits: dict[str, list[Example]]) -> SearchTargets:
-    """The targets of a classification task (its label words) or of an open-vocabulary task.
-
-    For an open-vocabulary task (LAMA) every token ``evaluate_prompt`` ranks a split's gold
-    objects among (``restrict_vocab=True``) is one class; an example's class is its gold
-    object's token, examples whose gold object is several tokens are left out, and each
-    split is ranked among its own evaluation candidates, so the search's dev accuracy is
-    the evaluation's precision@1. The answers (the candidate vocabulary, else the gold
-    objects) are kept out of the triggers.
-    """
-    if scorer.label_words is not None:
-        words = scorer.label_words
-        return SearchTargets(words, dict(splits), dict.fromkeys(splits), dict.fromkeys(splits, 0),
-                             [ids[0] for ids in words.word_ids])
-    per_split = {name: retrieval_candidates(scorer, exs) for name, exs in splits.items()}
-    cand = sorted(set().union(*(c for c, _ in per_split.values())))
-    col = {t: i for i, t in enumerate(cand)}
-    examples, columns, skipped = {}, {}, {}
-    for name, exs in splits.items():
-        split_cand, gold = per_split[name]
-        kept = [replace(ex, label=col[gold[ex.extra["label_text"]]]) for ex in exs
-                if ex.extra["label_text"] in gold]
-        if not kept:
-            raise UserError(f"no {name} example of task '{scorer.task.name}' has an object that is "
-                            "a single token in this model's vocabulary; the search ranks "
-                            "single-token objects")
-        examples[name], skipped[name] = kept, len(exs) - len(kept)
-        mask = torch.zeros(len(cand), dtype=torch.bool)
-        mask[[col[t] for t in split_cand]] = True
-        columns[name] = None if mask.all() else mask
-    golds = sorted({t for _, gold in per_split.values() for t in gold.values()})
-    words = LabelWords(tuple(range(len(cand))), tuple((t,) for t in cand), len(cand))
-    return SearchTargets(words, examples, columns, skipped,
-                         cand if scorer.task.candidate_vocab else golds)
+def search_targets(scorer: PromptScorer, splits: dict[str, list[Example]]) -> Targets:
+    """The targets of a classification task (its label words) or of an open-vocabulary task
+    (every token ``evaluate_prompt`` ranks a split's gold objects among is one class, each split
+    ranked among its own candidates, so the search's dev accuracy is the evaluation's
+    precision@1; the answers are kept out of the triggers): :func:`resolve_targets`."""
+    return scorer.targets(splits)
 
 
 # --- the searcher ----------------------------------------------------------------------------
@@ -214,17 +179,7 @@ class GradientSearch(Searcher):
                     return pick
             raise UserError("could not draw random initial triggers that re-tokenise; use "
                             "--init neutral")
-        if backend.kind == "masked":
-            return [int(backend.tokenizer.mask_token_id)] * n
-        out = []
-        for seg in template.segments:
-            if isinstance(seg, Trigger):
-                ids = backend.encoder.text_ids(cfg.init_word, True)
-                if len(ids) != 1:
-                    raise UserError(f"--init-word {cfg.init_word!r} is {len(ids)} tokens in this "
-                                    "vocabulary; choose a single-token word")
-                out.append(ids[0])
-        return out
+        return [backend.neutral_trigger(cfg.init_word)] * n
 
     def setup(self, ctx: SearchContext) -> None:
         cfg = self.config
@@ -239,7 +194,7 @@ class GradientSearch(Searcher):
         train, dev = task.examples("train"), task.examples("dev")
         if not train or not dev:
             raise UserError(f"task '{task.name}' needs train and dev examples for a search")
-        targets = search_targets(scorer, {"train": train, "dev": dev})
+        targets = self._targets = search_targets(scorer, {"train": train, "dev": dev})
         objective = TriggerObjective(scorer, cfg.forward_batch, forward_tokens=cfg.forward_tokens,
                                      targets=targets.words)
         exclude = [] if cfg.allow_label_words else targets.answer_ids
@@ -349,11 +304,9 @@ class GradientSearch(Searcher):
     def _dev(self, objective: TriggerObjective, dev: EncodedBatch,
              triggers: list[int]) -> tuple[float, float]:
         """(accuracy, mean loss) of ``triggers`` on the encoded examples ``dev``."""
-        scores = objective.class_scores(dev, triggers)
-        gold = dev.gold
-        acc = float((scores.argmax(-1) == gold).float().mean())
-        loss = float(-torch.log_softmax(scores, -1).gather(1, gold[:, None]).mean())
-        return acc, loss
+        ev = evaluation_from_scores("", "dev", objective.class_scores(dev, triggers),
+                                    dev.gold.tolist(), self._targets)
+        return float(ev.metrics["accuracy"]), ev.loss
 
     # --- result ---------------------------------------------------------------------------------
     def result(self, ctx: SearchContext, state: SearchState) -> PromptResult:

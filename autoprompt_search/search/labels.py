@@ -24,9 +24,11 @@ from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
 from ..models.base import LMBackend
 from ..core.results import atomic_write, provenance
+from ..scoring.engine import PrefixMode
 from ..scoring.scorer import PromptScorer
+from ..scoring.targets import predict_space
 from ..core.tasks import Task
-from ..core.templates import Predict, Template, Trigger
+from ..core.templates import Template
 from ..core.tokens import allowed_token_mask, token_texts
 
 
@@ -74,32 +76,31 @@ def predict_features(backend: LMBackend, scorer: PromptScorer, examples: Sequenc
     out_emb = backend.model.get_output_embeddings()
     captured: list[torch.Tensor] = []
     hook = out_emb.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    feats = []
+    engine = scorer.engine(prefix=PrefixMode.NONE, forward_batch=batch_size)
+    feats = torch.empty(len(examples), backend.input_embeddings().shape[1])
+
+    def keep(b: torch.Tensor, hidden: torch.Tensor, pos: torch.Tensor) -> None:
+        backend.head(hidden)
+        x = captured[-1]
+        if x.dim() == 3:  # a backend that runs the whole model: pick the [P] rows
+            x = x[torch.arange(len(b)), pos]
+        feats[b.cpu()] = x.float().cpu()
+        captured.clear()
+
     try:
-        with torch.inference_mode():
-            prompts = scorer.encode(examples, triggers)
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                batch = backend.pad([p.ids for p in chunk])
-                pos = torch.tensor([p.predict_pos for p in chunk], device=backend.device)
-                captured.clear()
-                backend.head(backend.hidden_at(batch, pos))
-                x = captured[-1]
-                if x.dim() == 3:  # a backend that runs the whole model: pick the [P] rows
-                    x = x[torch.arange(len(chunk)), pos]
-                feats.append(x.float().cpu())
+        engine.at_predict(engine.encode(examples, triggers), keep)
     finally:
         hook.remove()
-    return torch.cat(feats)
+    return feats
 
 
 def train_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-2,
-                steps: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression ``(W [C, d], b [C])`` by L-BFGS with an L2 penalty.
 
     Features are standardised for the fit; the returned ``W`` and ``b`` act on raw features.
+    The fit starts from zeros and L-BFGS is deterministic: nothing is drawn at random.
     """
-    torch.manual_seed(seed)
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mu) / sd
     w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
@@ -165,7 +166,7 @@ def search_label_words(
         raise UserError(f"the training split has no example of class(es) {', '.join(missing)}")
     x = predict_features(backend, scorer, train, triggers)
     y = torch.tensor([ex.label for ex in train])
-    w, b = train_probe(x, y, len(task.labels), l2=l2, seed=seed)
+    w, b = train_probe(x, y, len(task.labels), l2=l2)
     train_acc = float(((x @ w.T + b).argmax(-1) == y).float().mean())
     dev_acc = float("nan")
     if dev:
@@ -177,7 +178,7 @@ def search_label_words(
     token_scores = class_token_scores(out_emb, w)
     allowed = allowed_token_mask(backend.tokenizer, out_emb.shape[0], whole_words=whole_words,
                                  ascii_only=ascii_only, deny=list(deny))
-    space = next(s.space for s in scorer.template.segments if isinstance(s, Predict))
+    space = predict_space(scorer.template)
     texts = token_texts(backend.tokenizer)
     verbalizer: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
@@ -215,16 +216,8 @@ def search_label_words(
 
 
 def _neutral_triggers(backend: LMBackend, template: Template, init_word: str) -> list[int]:
-    """[MASK] in every trigger slot for masked LMs (AutoPrompt), else ``init_word``."""
+    """The backend's neutral token in every trigger slot ([MASK] for masked LMs, as AutoPrompt;
+    else ``init_word``)."""
     if template.num_triggers == 0:
         return []
-    if backend.kind == "masked":
-        return [int(backend.tokenizer.mask_token_id)] * template.num_triggers
-    out = []
-    for seg in template.segments:
-        if isinstance(seg, Trigger):
-            ids = backend.encoder.text_ids(init_word, True)
-            if len(ids) != 1:
-                raise UserError(f"init word {init_word!r} is not a single token for this model")
-            out.append(ids[0])
-    return out
+    return [backend.neutral_trigger(init_word)] * template.num_triggers

@@ -18,7 +18,7 @@ import torch
 
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
-from ..analysis.fluency import ids_log_perplexity, span_log_perplexity
+from ..analysis.fluency import span_log_perplexity, trigger_log_perplexity
 from ..core.projection import nearest_ids
 from ..core.results import PromptResult
 from ..scoring.softprompt import render_triggers, round_trips
@@ -78,8 +78,8 @@ class PezSearch(ContinuousSearch):
         template = scorer.template
         ev = evaluate_prompt(backend, task, template.source, "dev", triggers=ids)
         scores = {"dev_accuracy": ev.metrics["accuracy"], "dev_macro_f1": ev.metrics["macro_f1"]}
-        if backend.kind == "causal":
-            scores["trigger_log_ppl"] = ids_log_perplexity(backend, ids)
+        if (trigger_ppl := trigger_log_perplexity(backend, ids)) is not None:
+            scores["trigger_log_ppl"] = trigger_ppl
         steps_seen = [h for h in history if "ids" in h and "task_loss" in h]
         distinct = len({tuple(h["ids"]) for h in steps_seen})
         config = {**self.resolved_config(ctx), "template": template.source}

@@ -31,7 +31,8 @@ from ..core.data import Example
 from ..core.errors import UserError
 from ..models import LMBackend
 from ..core.registry import Registry
-from ..scoring.scorer import PromptScorer, resolve_label_words
+from ..scoring.engine import PrefixMode
+from ..scoring.scorer import PromptScorer
 from ..core.spaces import SearchSpace, TriggerSpec, insert_triggers
 from ..core.tasks import Task
 from ..core.templates import Template
@@ -79,7 +80,7 @@ def whole_word(backend: LMBackend, token_id: int, min_chars: int) -> bool:
     word = text.strip()
     if len(word) < min_chars or not word.isalpha() or not word.isascii():
         return False
-    if backend.kind == "causal" and not text.startswith(" "):
+    if not backend.starts_word(text):
         return False
     return backend.encoder.text_ids(word, True) == (int(token_id),)
 
@@ -167,16 +168,16 @@ def _probe_template(ctx: PoolContext, slots: int) -> Template:
     return Template.parse(source, ctx.task.fields)
 
 
-def _hidden_at_predict(ctx: PoolContext, scorer: PromptScorer, triggers: list[int],
-                       embeds_grad: bool = False):
-    prompts = scorer.encode(ctx.examples, triggers)
-    backend = ctx.backend
-    batch = backend.pad([p.ids for p in prompts])
-    pos = torch.tensor([p.predict_pos for p in prompts], device=backend.device)
-    if not embeds_grad:
-        with torch.inference_mode():
-            return backend.hidden_at(batch, pos), prompts, batch, pos
-    return None, prompts, batch, pos
+def _hidden_at_predict(ctx: PoolContext, scorer: PromptScorer, triggers: list[int]) -> torch.Tensor:
+    """``[N, d]`` hidden states at [P] of the search examples (what the LM head reads)."""
+    engine = scorer.engine(prefix=PrefixMode.NONE, forward_batch=max(1, len(ctx.examples)))
+    hidden = torch.empty(len(ctx.examples), ctx.backend.input_embeddings().shape[1])
+
+    def keep(b: torch.Tensor, h: torch.Tensor, _pos: torch.Tensor) -> None:
+        hidden[b.cpu()] = h.float().cpu()
+
+    engine.at_predict(engine.encode(ctx.examples, triggers), keep)
+    return hidden
 
 
 def _round_robin(ranked: list[list[int]], ctx: PoolContext) -> list[int]:
@@ -201,24 +202,23 @@ def label_search_pool(ctx: PoolContext) -> list[int]:
     template = _probe_template(ctx, 0)
     first = ctx.backend.tokenizer.convert_tokens_to_ids(ctx.backend.tokenizer.tokenize(" the"))[:1] or [0]
     scorer = PromptScorer(ctx.backend, ctx.task, template)
-    hidden, *_ = _hidden_at_predict(ctx, scorer, first * template.num_triggers)
-    hidden = hidden.float().clone()
+    hidden = _hidden_at_predict(ctx, scorer, first * template.num_triggers)
     labels = torch.tensor([ex.label for ex in ctx.examples])
     mean, std = hidden.mean(0), hidden.std(0) + 1e-6
     x = (hidden - mean) / std
-    gen = torch.Generator().manual_seed(0)
-    layer = torch.nn.Linear(x.shape[1], len(ctx.task.labels))
-    torch.nn.init.normal_(layer.weight, std=0.01, generator=gen)
-    opt = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=1e-3)
+    gen = torch.Generator().manual_seed(0)  # the probe's own RNG (no global seeding)
+    weight = (0.01 * torch.randn(len(ctx.task.labels), x.shape[1], generator=gen)).requires_grad_()
+    bias = torch.zeros(len(ctx.task.labels), requires_grad=True)
+    opt = torch.optim.Adam([weight, bias], lr=1e-2, weight_decay=1e-3)
     with torch.enable_grad():
         for _ in range(200):
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(layer(x), labels)
+            loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, labels)
             loss.backward()
             opt.step()
     out_emb = ctx.backend.model.get_output_embeddings().weight.detach().float()
     with torch.no_grad():
-        scores = layer((out_emb - mean) / std)  # [V, C]
+        scores = ((out_emb - mean) / std) @ weight.T + bias  # [V, C]
     ranked = [torch.argsort(scores[:, c], descending=True)[:5000].tolist() for c in range(scores.shape[1])]
     return _round_robin(ranked, ctx)
 
@@ -231,20 +231,8 @@ def gradient_pool(ctx: PoolContext) -> list[int]:
     n = template.num_triggers
     init = _vocab_fill(ctx, [])[:1] or [0]
     scorer = PromptScorer(backend, ctx.task, template)
-    _, prompts, batch, pos = _hidden_at_predict(ctx, scorer, init * n, embeds_grad=True)
-    emb_matrix = backend.input_embeddings().detach()
-    with torch.enable_grad():
-        embeds = backend.embed(batch.input_ids).detach().clone().requires_grad_(True)
-        hidden = backend.hidden_at(batch, pos, inputs_embeds=embeds)
-        logp = torch.log_softmax(backend.head(hidden).float(), -1)
-        words = resolve_label_words(backend, scorer.template, ctx.task.labels, scorer.verbalizer)
-        class_logp = words.class_scores(logp[:, words.first_ids.to(logp.device)])
-        labels = torch.tensor([ex.label for ex in ctx.examples], device=logp.device)
-        loss = torch.nn.functional.cross_entropy(class_logp, labels)
-        loss.backward()
-    rows = torch.arange(len(prompts))[:, None]
-    tpos = torch.tensor([p.trigger_pos for p in prompts])
-    grad = embeds.grad[rows, tpos].sum(0)  # [n, d]
-    scores = -(grad.float() @ emb_matrix.float().T)  # [n, V]: first-order loss decrease
+    engine = scorer.engine(prefix=PrefixMode.PER_EXAMPLE, forward_batch=256, forward_tokens=1024)
+    grad, _ = engine.gradient(engine.encode(ctx.examples, init * n), init * n)  # [n, d]
+    scores = -(grad.float() @ backend.input_embeddings().detach().float().T)  # [n, V]: first-order loss decrease
     ranked = [torch.argsort(scores[j], descending=True)[:5000].tolist() for j in range(n)]
     return _round_robin(ranked, ctx)

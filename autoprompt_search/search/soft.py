@@ -23,7 +23,7 @@ import torch
 
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
-from ..analysis.fluency import ids_log_perplexity, require_causal, span_log_perplexity
+from ..analysis.fluency import require_causal, span_log_perplexity, trigger_log_perplexity
 from ..core.projection import METRICS, project, token_f1
 from ..core.results import PromptResult
 from ..scoring.softprompt import (
@@ -357,8 +357,8 @@ class SoftSearch(ContinuousSearch):
             "projected_dev_accuracy": hard.metrics["accuracy"],
             "projection_mean_distance": float(proj.distance.mean()),
         }
-        if backend.kind == "causal":
-            scores["trigger_log_ppl"] = ids_log_perplexity(backend, ids)
+        if (trigger_ppl := trigger_log_perplexity(backend, ids)) is not None:
+            scores["trigger_log_ppl"] = trigger_ppl
         anchor = self._anchor(ctx, scorer.num_slots)
         extra: dict[str, Any] = {
             "soft_prompt": "soft_prompt.safetensors", "best_step": best["step"],

@@ -30,6 +30,7 @@ from ..core.data import Example
 from ..models.encoding import FewShot
 from ..core.errors import UserError
 from ..models import LMBackend, load_model, wrap_model
+from ..scoring.evaluation import evaluate_examples
 from ..scoring.scorer import PromptScorer
 from ..core.tasks import Task
 
@@ -100,9 +101,8 @@ class DesignEvaluator:
         return self._scorers[key]
 
     def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
-        logp = self.scorer(design).class_logprobs(list(examples), design.triggers)
-        gold = torch.tensor([ex.label for ex in examples])
-        return (logp.argmax(-1) == gold).float().tolist()
+        ev = evaluate_examples(self.scorer(design), list(examples), design.triggers, "search")
+        return ev.correct.astype(float).tolist()
 
 
 @dataclass
