@@ -73,9 +73,9 @@ def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: 
 
 def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
-                  progress: bool = False, **_: Any) -> list[dict[str, Any]]:
+                  progress: bool = False, device: str | None = "auto", **_: Any) -> list[dict[str, Any]]:
     """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
-    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     rows = []
     for spec in specs:
         if spec.triggers and spec.model and spec.model != backend.name:
@@ -103,21 +103,37 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
                out: str | Path = "runs/search", seed: int = 0, resume: bool = False,
                options: dict[str, Any] | None = None, data_root=None, split_seed=None,
                dtype: str = "float32", backend: LMBackend | None = None,
-               progress: bool = True) -> PromptResult:
-    """Run a search strategy and save its result in ``out``."""
+               progress: bool = True, device: str | None = "auto") -> PromptResult:
+    """Run a search strategy and save its result in ``out``.
+
+    ``device`` and ``dtype`` may be ``auto``; the run's ``config.json`` records what they
+    resolved to (a given ``backend`` keeps its own device and dtype)."""
     from .search import SearchContext, strategies
 
     searcher = strategies.get(strategy).from_options(options or {}, seed=seed)
     task_obj = task if isinstance(task, Task) else load_task(task, data_root, split_seed)
+    device, dtype = _resolved_placement(backend, device, dtype)
     ctx = SearchContext(task=task_obj, model=model, template=template, run=RunDir(out),
-                        resume=resume, progress=progress, dtype=dtype, backend_override=backend)
+                        resume=resume, progress=progress, dtype=dtype, device=device,
+                        backend_override=backend)
     result = searcher.search(ctx)
     ctx.run.save_result(result)
     return result
 
 
+def _resolved_placement(backend: LMBackend | None, device: str | None, dtype: str) -> tuple[str, str]:
+    """The concrete (device, dtype) names of a search: the backend's own, or resolved."""
+    from .core.devices import dtype_name, resolve_device, resolve_dtype
+
+    if backend is not None:
+        return str(backend.device), dtype_name(backend.dtype)
+    where = resolve_device(device)
+    return str(where), resolve_dtype(dtype, where).value
+
+
 def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
-             out: str | Path = "runs/demo") -> list[dict]:
+             out: str | Path = "runs/demo", dtype: str = "float32",
+             device: str | None = "auto") -> list[dict]:
     """The built-in demo: the human prompts of the built-in task on its test split, then a
     short gradient search from the first human prompt, saved in ``out`` (replaced each run)."""
     from rich.console import Console
@@ -127,7 +143,7 @@ def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
     start = time.perf_counter()
     console.print(f"[bold]autoprompt-search demo[/]: task {t.name} ({t.description})")
     console.print(f"loading model {model} ...")
-    backend = load_model(model)
+    backend = load_model(model, dtype=dtype, device=device)
     console.print(f"evaluating {len(t.prompts)} human prompts on the test split ...")
     rows = evaluate_many([PromptSpec(t, p.template, p.template) for p in t.prompts],
                          model=backend, split="test", progress=True)

@@ -281,6 +281,8 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
            "triggers": list(spec.triggers),
            "fewshot": None if fs is None else [fs.instruction, fs.separator,
                                                [[d.fields, d.label] for d in fs.demos]]}
+    if backend.dtype != torch.float32:  # float32 keys stay as they were, so old caches still match
+        key["dtype"] = str(backend.dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -304,13 +306,13 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                     split: str = "test", limit: int | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
-                    progress: bool = True) -> Comparison:
+                    progress: bool = True, device: str | None = "auto") -> Comparison:
     """Evaluate every prompt on the same examples of ``split`` and measure them.
 
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
     template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
     """
-    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     evals, kept, skipped = [], [], []
     for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):
         spec = entry.spec

@@ -178,7 +178,10 @@ def gcg_candidates(current: torch.Tensor, candidates: torch.Tensor, n: int,
 
     Positions are spread evenly over the rows (each position gets ``n / P`` rows,
     in a random order), tokens are drawn uniformly from that position's top-k.
+    The rows are built on the CPU (``generator`` is a CPU generator) whatever device
+    ``current`` and ``candidates`` are on.
     """
+    current, candidates = current.cpu(), candidates.cpu()
     num_pos, k = candidates.shape
     positions = torch.arange(n) % num_pos
     positions = positions[torch.randperm(n, generator=generator)]

@@ -34,8 +34,8 @@ class SearchContext:
     run: RunDir | None = None
     resume: bool = False
     progress: bool = True
-    dtype: str = "float32"
-    device: str | None = None
+    dtype: str = "float32"  # resolved by api.run_search: never "auto" in a run's config.json
+    device: str | None = None  # resolved likewise: "cpu", "cuda:0", "mps"
     backend_override: LMBackend | None = field(default=None, repr=False)
 
     @cached_property
@@ -71,7 +71,7 @@ class Searcher(ABC):
             "strategy": self.name, "seed": self.seed, "task": ctx.task.name,
             "task_source": ctx.task.source, "data_seed": ctx.task.data_seed if not
             ctx.task.data.get("hub") else None, "model": ctx.model, "dtype": ctx.dtype,
-            "template": ctx.template, **to_jsonable(self.config),
+            "device": ctx.device, "template": ctx.template, **to_jsonable(self.config),
         }
 
     @abstractmethod
