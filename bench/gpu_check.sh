@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GPU check (issue 14): `evaluate` and every strategy briefly on CUDA, compared with the CPU.
+#
+#   bash bench/gpu_check.sh            # on a machine with a CUDA GPU, after `make install`
+#
+# Stated tolerances:
+#   * tiny models (tests marked gpu): float32 class log-probs within 1e-3, identical predictions;
+#     a search's best dev accuracy within one example of the CPU run;
+#   * SmolLM2 on SST-2 (first N=200 test examples, every human prompt): float32 accuracy on cuda
+#     within 0.5 points of the CPU (a flipped near-tie), bfloat16 on cuda within 3 points;
+#   * each strategy runs a few steps with --device cuda and records device/dtype in config.json;
+#     black-box also with 2 Ray workers sharing the GPU (--gpus-per-worker 0.5).
+# Exits non-zero on the first failed check. Needs the shared data (fewshot/) for the SmolLM2 part:
+# $AUTOPROMPT_SEARCH_DATA, else ../shared/data, else shared/data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+CLI="$PY -m autoprompt_search.cli"
+N=${N:-200}
+OUT=${OUT:-$(mktemp -d)}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible')"
+"$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
+
+echo "== tiny models: pytest -m gpu"
+"$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
+
+for d in "${AUTOPROMPT_SEARCH_DATA:-}" ../shared/data shared/data; do
+  if [ -n "$d" ] && [ -d "$d/fewshot" ]; then DATA=$d; break; fi
+done
+if [ -z "${DATA:-}" ]; then echo "no shared data folder: SmolLM2 checks skipped"; exit 0; fi
+
+echo "== SmolLM2 evaluate, sst-2 human prompts, first $N test examples"
+for run in "cpu float32" "cuda float32" "cuda bfloat16"; do
+  set -- $run
+  $CLI evaluate --task sst-2 --human --limit "$N" --device "$1" --dtype "$2" --data-root "$DATA" \
+    --json "$OUT/eval-$1-$2.json" > /dev/null
+done
+"$PY" - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+def acc(name):
+    return {r["prompt"]: r["accuracy"] for r in json.load(open(f"{out}/eval-{name}.json"))["results"]}
+cpu, f32, bf16 = acc("cpu-float32"), acc("cuda-float32"), acc("cuda-bfloat16")
+worst = {"float32": 0.0, "bfloat16": 0.0}
+for p in cpu:
+    worst["float32"] = max(worst["float32"], abs(f32[p] - cpu[p]))
+    worst["bfloat16"] = max(worst["bfloat16"], abs(bf16[p] - cpu[p]))
+    print(f"  {100*cpu[p]:5.1f} cpu  {100*f32[p]:5.1f} cuda-f32  {100*bf16[p]:5.1f} cuda-bf16  {p}")
+print(f"  largest difference from the CPU: float32 {100*worst['float32']:.1f} points, "
+      f"bfloat16 {100*worst['bfloat16']:.1f} points")
+assert worst["float32"] <= 0.005 + 1e-9, "cuda float32 differs from the CPU by more than 0.5 points"
+assert worst["bfloat16"] <= 0.03 + 1e-9, "cuda bfloat16 differs from the CPU by more than 3 points"
+PY
+
+echo "== every strategy briefly on cuda"
+T="{sentence} [T] [T] [T] [P] ."
+$CLI search --strategy gradient --task sst-2 --template "$T" --device cuda --data-root "$DATA" \
+  --out "$OUT/gradient" --iterations 2 --k 8 --batch-size 8
+$CLI search --strategy soft --task sst-2 --template "$T" --device cuda --data-root "$DATA" \
+  --out "$OUT/soft" --steps 4 --batch-size 8 --eval-every 2
+$CLI search --strategy pez --task sst-2 --template "$T" --device cuda --data-root "$DATA" \
+  --out "$OUT/pez" --steps 4 --batch-size 8 --eval-every 2
+$CLI search --strategy optuna --task sst-2 --device cuda --data-root "$DATA" --out "$OUT/optuna" \
+  --trials 6 --startup-trials 2 --search-examples 16 --storage memory --plots false \
+  --workers 2 --gpus-per-worker 0.5
+for s in gradient soft pez optuna; do
+  "$PY" -c "import json,sys; c=json.load(open('$OUT/$s/config.json')); assert c['device'].startswith('cuda'), c['device']; print('  $s:', c['device'], c['dtype'])"
+done
+echo "gpu check passed; outputs in $OUT"
