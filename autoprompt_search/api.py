@@ -3,51 +3,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models.encoding import FewShot
 from .core.errors import UserError
-from .scoring.evaluation import evaluate_prompt
-from .models import LMBackend, load_model
 from .core.results import PromptResult
 from .core.runs import RunDir
+from .models import LMBackend, load_model
+from .scoring.evaluation import evaluate_prompt
+from .scoring.specs import PromptSpec, load_task, spec_from_result
+
+__all__ = ["PromptSpec", "evaluate_many", "load_task", "prompts_for", "run_demo", "run_search",
+           "spec_from_result"]
 from .core.tasks import Task
-
-
-@dataclass
-class PromptSpec:
-    """A prompt to evaluate: template, optional trigger ids, verbalizer and few-shot framing."""
-
-    task: Task
-    template: str
-    name: str = ""
-    verbalizer: dict[str, list[str]] | None = None
-    triggers: list[int] = field(default_factory=list)
-    fewshot: FewShot | None = None
-    model: str | None = None  # the model the triggers were found for
-
-
-def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
-    return Task.load(task, data_root=data_root, seed=split_seed)
-
-
-def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
-    """A saved result as something to evaluate (the template with its trigger ids)."""
-    task = load_task(result.task, data_root, split_seed)
-    fewshot = None
-    if result.fewshot:
-        split = result.fewshot.get("split", "train")
-        by_id = {ex.id: ex for ex in task.examples(split)}
-        fewshot = FewShot(result.fewshot.get("instruction", ""),
-                          tuple(by_id[i] for i in result.fewshot.get("demo_ids", [])),
-                          result.fewshot.get("separator", "\n"))
-    if result.trigger_ids and "[T]" in result.template:
-        return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model)
-    return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model)
 
 
 def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,

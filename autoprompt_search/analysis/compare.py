@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..api import PromptSpec, load_task, spec_from_result
+from ..scoring.specs import PromptSpec, load_task, spec_from_result
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
 from ..models import LMBackend, load_model

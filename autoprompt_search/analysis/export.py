@@ -175,7 +175,7 @@ def _fields_of(res: PromptResult) -> list[str]:
 def _fewshot_text(res: PromptResult, template: Template, data_root) -> str:
     if not res.fewshot:
         return ""
-    from ..api import spec_from_result
+    from ..scoring.specs import spec_from_result
 
     spec = spec_from_result(res, data_root)
     fs = spec.fewshot
