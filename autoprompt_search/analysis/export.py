@@ -5,7 +5,10 @@
   (``negative=terrible positive=great``);
 * ``json`` -- the prompt as a result record (the ``result.json`` format), which
   ``evaluate --prompt-file`` reads back; several runs give one file each in a folder;
-* ``jsonl`` -- one result record per line.
+* ``jsonl`` -- one result record per line;
+* ``peft`` -- a ``soft`` run's vectors as a PEFT ``PROMPT_TUNING`` adapter folder;
+* ``lm-eval`` -- an lm-evaluation-harness task YAML per prompt, with its data
+  (both in :mod:`autoprompt_search.analysis.interop`).
 
 :func:`fill_prompts` writes, for every row of a data file, the prompt filled in with
 that row (demonstrations included), ready to paste into another system.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,18 @@ from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, write_json
 from ..core.templates import Field, Predict, Template, Text, Trigger
 
-FORMATS = ("txt", "json", "jsonl")
+class ExportFormat(str, Enum):
+    """What ``export --format`` writes."""
+
+    TXT = "txt"
+    JSON = "json"
+    JSONL = "jsonl"
+    PEFT = "peft"
+    LM_EVAL = "lm-eval"
+
+
+FORMATS = tuple(f.value for f in ExportFormat)
+FILL_FORMATS = (ExportFormat.TXT.value, ExportFormat.JSON.value, ExportFormat.JSONL.value)
 
 
 @dataclass
@@ -91,11 +106,25 @@ def export_text(items: list[Exported]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def export_prompts(paths: list[Path], fmt: str, out: Path | None) -> str | list[Path]:
+def export_prompts(paths: list[Path], fmt: str, out: Path | None, *, data_root=None,
+                   split_seed=None) -> str | list[Path]:
     """Export the results in ``paths``; returns the text (``out`` None) or the files written."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt in (ExportFormat.PEFT.value, ExportFormat.LM_EVAL.value) and out is None:
+        raise UserError(f"--format {fmt} writes a folder: pass --out FOLDER")
     items = load_results(paths)
+    if fmt == ExportFormat.PEFT.value:
+        from .interop import export_peft
+
+        if len(items) == 1:
+            return [export_peft(items[0].source.parent, out)]
+        return [export_peft(e.source.parent, out / e.name) for e in items]
+    if fmt == ExportFormat.LM_EVAL.value:
+        from .interop import export_lm_eval
+
+        return export_lm_eval([(e.name, e.source, e.result) for e in items], out, data_root=data_root,
+                              split_seed=split_seed)
     if fmt == "txt":
         text = export_text(items)
     elif fmt == "jsonl":
@@ -201,7 +230,7 @@ def write_filled(records: list[dict[str, Any]], fmt: str, out: Path | None) -> s
     elif fmt == "json":
         text = json.dumps(records, indent=2, ensure_ascii=False) + "\n"
     else:
-        raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        raise UserError(f"--fill writes {', '.join(FILL_FORMATS)}, not '{fmt}'")
     if out is None:
         return text
     atomic_write(out, text)

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -190,6 +191,19 @@ def load_model(spec: str, dtype: str | Dtype = "float32", device: str | torch.de
     if where.type != "cpu":
         model = model.to(where)
     return wrap_model(model, tokenizer, name=spec)
+
+
+def load_tokenizer(spec: str) -> tuple[Any, str]:
+    """The tokenizer of a local model (alias, folder or ``.gguf``) and its kind, without weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model '{spec}' is not available locally: {_first_line(exc)}") from None
+    return tokenizer, model_kind(config)
 
 
 def _first_line(exc: BaseException) -> str:
