@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
 from ..analysis.fluency import ids_log_perplexity, require_causal, span_log_perplexity
-from ..core.projection import METRICS, project, token_f1
+from ..core.projection import DistanceMetric, project, token_f1
 from ..core.results import PromptResult
 from ..scoring.softprompt import (
     SoftPrompt,
@@ -51,14 +51,6 @@ class Optim(str, enum.Enum):
     adamw = "adamw"
     sgd = "sgd"
 
-
-class DistanceMetric(str, enum.Enum):
-    cosine = "cosine"
-    euclidean = "euclidean"
-    dot = "dot"
-
-
-assert {m.value for m in DistanceMetric} == set(METRICS)
 
 
 @dataclass
