@@ -67,3 +67,12 @@ def test_strategies_on_cuda_match_cpu(toy_task, tmp_path, strategy):
         scores[name] = result.scores
     key = next(k for k in ("dev_accuracy", "accuracy", "score") if k in scores["cpu"])
     assert abs(scores["cuda"][key] - scores["cpu"][key]) <= 1 / 12 + 1e-9, scores
+
+
+def test_single_position_candidates_accept_device_tensors():
+    from autoprompt_search.core.tokens import single_position_candidates
+
+    current = torch.tensor([5, 6, 7], device="cuda")
+    cands = torch.arange(30, device="cuda").reshape(3, 10)
+    rows = single_position_candidates(current, cands, 1)
+    assert rows.device.type == "cpu" and rows[:, 1].tolist() == list(range(10, 20))

@@ -166,7 +166,8 @@ def top_candidates(grad: torch.Tensor, embeddings: torch.Tensor, k: int,
 
 def single_position_candidates(current: torch.Tensor, candidates: torch.Tensor,
                                position: int) -> torch.Tensor:
-    """``[k, P]``: ``current`` with ``position`` replaced by each of its k candidates."""
+    """``[k, P]``: ``current`` with ``position`` replaced by each of its k candidates (on the CPU)."""
+    current, candidates = current.cpu(), candidates.cpu()
     rows = current.reshape(1, -1).repeat(candidates.shape[1], 1)
     rows[:, position] = candidates[position]
     return rows
