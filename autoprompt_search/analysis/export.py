@@ -28,6 +28,7 @@ from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, write_json
 from ..core.templates import Field, Predict, Template, Text, Trigger
 
+
 class ExportFormat(str, Enum):
     """What ``export --format`` writes."""
 

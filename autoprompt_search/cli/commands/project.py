@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
 from ...core.errors import UserError
+from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
 
 
 @app.command()
@@ -45,9 +45,9 @@ def project(
       autoprompt-search project my-peft-adapter/ --model smollm2-135m --task sst-2
     """
     from ...api import load_task
-    from ...models import load_model
     from ...core.projection import check_metric
     from ...core.results import write_json
+    from ...models import load_model
     from ...scoring.softprompt import SoftPrompt, project_soft_prompt
 
     check_metric(metric)
@@ -109,8 +109,8 @@ def fluency(
       autoprompt-search fluency runs/pez-sst2 runs/gradient-sst2
     """
     from ...analysis.fluency import prompt_fluency
-    from ...models import load_model
     from ...core.results import PromptResult
+    from ...models import load_model
 
     backend = load_model(model, dtype=dtype, device=device)
     table = Table(title=f"prompt perplexity under {backend.name}")
