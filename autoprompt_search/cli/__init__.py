@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.config import field_help, load_yaml
+from ..core.devices import DEFAULT_DTYPE
 from ..core.errors import UserError
 
 app = typer.Typer(
@@ -58,7 +59,7 @@ def evaluate(
     label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Override the verbalizer: CLASS=word[,word] (repeat per class).")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
@@ -159,7 +160,7 @@ def search(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of strategy settings.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     show_options: Annotated[bool, typer.Option("--show-options", help="List the strategy's settings and exit.")] = False,
 ) -> None:
@@ -217,7 +218,7 @@ def demo(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "bbc-news",
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the demo's search (replaced each run).")] = Path("runs/demo"),
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
 ) -> None:
     """The main job on the built-in default: BBC News topics with SmolLM2, no data folder needed.

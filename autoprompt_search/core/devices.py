@@ -40,6 +40,8 @@ class Dtype(str, Enum):
 
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+# the --dtype default of every command (see the README's "Devices and precision" for why)
+DEFAULT_DTYPE = "float32"
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ...core.devices import DEFAULT_DTYPE
 from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
 
 
@@ -27,7 +28,7 @@ def compare(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep per-prompt evaluations here and reuse them in later comparisons.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
 ) -> None:

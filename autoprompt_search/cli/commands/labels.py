@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ...core.devices import DEFAULT_DTYPE
 from .. import DataRootOpt, DeviceOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, app, console
 
 
@@ -24,7 +25,7 @@ def search_labels(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the verbalizer YAML here.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ...core.devices import DEFAULT_DTYPE
 from ...core.errors import UserError
 from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
 
@@ -29,7 +30,7 @@ def project(
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report to this JSON file.")] = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
 ) -> None:
     """Project a soft prompt to its nearest vocabulary tokens and compare the two.
@@ -99,7 +100,7 @@ def project(
 def fluency(
     results: Annotated[list[Path], typer.Argument(help="result.json files (or run folders) of found prompts.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Causal LM that judges fluency.")] = "smollm2-135m",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
 ) -> None:
     """Perplexity of found prompts under a causal LM: of the trigger tokens and of the whole prompt.
