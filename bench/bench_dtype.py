@@ -12,6 +12,7 @@ emulates bfloat16 and ``--dtype auto`` stays at float32.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -79,15 +80,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--n", type=int, default=200, help="test examples per prompt")
-    ap.add_argument("--prompts", type=int, default=12, help="human prompts compared (ranking)")
+    ap.add_argument("--prompts", type=int, default=4, help="human prompts compared (ranking)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=3, help="gradient iterations timed (the first is warm-up)")
     ap.add_argument("--no-gradient", action="store_true", help="skip the gradient-step timing")
     args = ap.parse_args()
 
     where = resolve_device(args.device)
     flags = cpu_bf16_flags()
     print(f"device {where}; CPU bfloat16 flags: {', '.join(flags) or 'none (bfloat16 is emulated)'}; "
-          f"--dtype auto here -> {resolve_dtype('auto', where).value}; {torch.get_num_threads()} threads")
+          f"--dtype auto here -> {resolve_dtype('auto', where).value}; {torch.get_num_threads()} threads; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     if (Path(args.data_root) / "fewshot").is_dir():
         task = Task.load("sst-2", data_root=args.data_root)
     else:
@@ -95,14 +98,17 @@ def main() -> None:
     prompts = [p for p in task.prompts if readable(p.template, task)][: args.prompts]
     examples = task.examples("test")[: args.n]
     gold = torch.tensor([ex.label for ex in examples])
-    print(f"model {args.model}, task {task.name}, {len(prompts)} human prompts x {len(examples)} test examples")
+    print(f"model {args.model}, task {task.name}, {len(prompts)} human prompts x {len(examples)} test examples",
+          flush=True)
 
     results, rate, step = {}, {}, {}
     for dtype in DTYPES:
         backend = backend_for(args.model, dtype, args.device)
         results[dtype], rate[dtype] = score(backend, task, prompts, examples, args.batch_size)
+        print(f"{dtype}: scoring {rate[dtype]:.1f} examples/s", flush=True)
         if not args.no_gradient:
-            step[dtype] = gradient_step_seconds(backend, task, args.model)
+            step[dtype] = gradient_step_seconds(backend, task, args.model, args.iterations)
+            print(f"{dtype}: gradient step {step[dtype]:.2f} s/iteration", flush=True)
         del backend
 
     print(f"\n{'':<28}{'float32':>12}{'bfloat16':>12}{'bf16/f32':>10}")
