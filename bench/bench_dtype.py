@@ -52,8 +52,7 @@ def readable(template: str, task) -> bool:
 def score(backend, task, prompts, examples, batch_size):
     """Per prompt: class log-probs [N, C]; and the examples scored per second overall."""
     out = {}
-    # warm-up: one full pass of the first prompt (tokenisation of the examples is cached per backend)
-    PromptScorer(backend, task, prompts[0].template, batch_size=batch_size).class_logprobs(examples)
+    PromptScorer(backend, task, prompts[0].template, batch_size=batch_size).class_logprobs(examples[:16])
     start = time.perf_counter()
     for p in prompts:
         out[p.name] = PromptScorer(backend, task, p.template, batch_size=batch_size).class_logprobs(examples)
@@ -68,7 +67,7 @@ def gradient_step_seconds(backend, task, model, iterations: int = 4) -> float:
     with tempfile.TemporaryDirectory() as out:
         run_search("gradient", task=task, model=model, template="{sentence} [T] [T] [T] It was [P] .",
                    out=Path(out) / "run", seed=0, backend=backend, progress=False,
-                   options={"iterations": iterations, "k": 16, "batch_size": 16, "init": "random"})
+                   options={"iterations": iterations, "k": 8, "batch_size": 8, "init": "random"})
         log = [json.loads(line) for line in (Path(out) / "run" / "log.jsonl").read_text().splitlines()]
     times = [r["time"] for r in log if "time" in r]
     return (times[-1] - times[0]) / (len(times) - 1)
@@ -82,7 +81,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="test examples per prompt")
     ap.add_argument("--prompts", type=int, default=4, help="human prompts compared (ranking)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--iterations", type=int, default=3, help="gradient iterations timed (the first is warm-up)")
+    ap.add_argument("--iterations", type=int, default=2, help="gradient iterations timed (the first is warm-up)")
     ap.add_argument("--no-gradient", action="store_true", help="skip the gradient-step timing")
     args = ap.parse_args()
 

@@ -134,3 +134,21 @@ def test_lm_eval_export_errors(toy_task_file, model_dirs, tmp_path):
         export_prompts([tmp_path / "run"], "lm-eval", tmp_path / "tasks.yaml")
     with pytest.raises(UserError, match="pass --out FOLDER"):
         export_prompts([tmp_path / "run"], "lm-eval", None)
+
+
+def test_projection_masks_belong_to_their_backend():
+    """A mask cached for a freed backend is never handed to a new backend (which may reuse its id())."""
+    import gc
+
+    from autoprompt_search.models import wrap_model
+    from autoprompt_search.scoring.softprompt import projection_mask
+
+    for _ in range(3):
+        causal = wrap_model(*tiny_causal_lm(), name="c")
+        assert projection_mask(causal).shape[0] == causal.vocab_size
+        del causal
+        gc.collect()
+        masked = wrap_model(*tiny_masked_lm(), name="m")
+        assert projection_mask(masked).shape[0] == masked.vocab_size
+        del masked
+        gc.collect()

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,9 @@ def load_peft_prompt(folder: Path) -> SoftPrompt:
 
 
 # --- token filters and the re-tokenisation check ------------------------------------
-_MASKS: dict[tuple, torch.Tensor] = {}
+# per backend (weakly held: a freed backend's masks go with it, and a new backend that
+# reuses its id() never sees them)
+_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only: bool = True,
@@ -244,11 +247,12 @@ def projection_mask(backend: LMBackend, *, whole_words: bool = True, ascii_only:
     ``whole_words`` only word-start alphabetic tokens; with ``ascii_only`` printable ASCII)."""
     from ..core.tokens import allowed_token_mask
 
-    key = (id(backend), whole_words, ascii_only, tuple(exclude_ids))
-    if key not in _MASKS:
-        _MASKS[key] = allowed_token_mask(backend.tokenizer, backend.vocab_size, whole_words=whole_words,
-                                         ascii_only=ascii_only, exclude_ids=exclude_ids)
-    return _MASKS[key]
+    key = (whole_words, ascii_only, tuple(exclude_ids))
+    masks = _MASKS.setdefault(backend, {})
+    if key not in masks:
+        masks[key] = allowed_token_mask(backend.tokenizer, backend.vocab_size, whole_words=whole_words,
+                                        ascii_only=ascii_only, exclude_ids=exclude_ids)
+    return masks[key]
 
 
 def render_triggers(backend: LMBackend, template: Template, ids: Sequence[int]) -> str:
