@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-CLI="$PY -m autoprompt_search.cli"
+cli() { "$PY" -c 'import sys; from autoprompt_search.cli import main; sys.argv[0] = "autoprompt-search"; main()' "$@"; }
 N=${N:-200}
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-smollm2-135m}
@@ -33,14 +33,14 @@ echo "== tiny models: pytest -m gpu"
 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
 
 for d in "${AUTOPROMPT_SEARCH_DATA:-}" ../shared/data shared/data; do
-  if [ -n "$d" ] && [ -d "$d/fewshot" ]; then DATA=$d; break; fi
+  if [ -n "$d" ] && [ -d "$d/fewshot" ]; then DATA=$(cd "$d" && pwd); break; fi
 done
 if [ -z "${DATA:-}" ]; then echo "no shared data folder: SmolLM2 checks skipped"; exit 0; fi
 
 echo "== SmolLM2 evaluate, sst-2 human prompts, first $N test examples"
 for run in "cpu float32" "$DEVICE float32" "$DEVICE bfloat16"; do
   set -- $run
-  $CLI evaluate --task sst-2 --human --limit "$N" --model "$MODEL" --device "$1" --dtype "$2" --data-root "$DATA" \
+  cli evaluate --task sst-2 --human --limit "$N" --model "$MODEL" --device "$1" --dtype "$2" --data-root "$DATA" \
     --json "$OUT/eval-$1-$2.json" > /dev/null
 done
 "$PY" - "$OUT" "$DEVICE" "$BF16_TOL" <<'PY'
@@ -65,13 +65,13 @@ PY
 
 echo "== every strategy briefly on $DEVICE"
 T="{sentence} [T] [T] [T] [P] ."
-$CLI search --strategy gradient --task sst-2 --template "$T" --model "$MODEL" --device "$DEVICE" --data-root "$DATA" \
+cli search --strategy gradient --task sst-2 --template "$T" --model "$MODEL" --device "$DEVICE" --data-root "$DATA" \
   --out "$OUT/gradient" --iterations 2 --k 8 --batch-size 8
-$CLI search --strategy soft --task sst-2 --template "$T" --model "$MODEL" --device "$DEVICE" --data-root "$DATA" \
+cli search --strategy soft --task sst-2 --template "$T" --model "$MODEL" --device "$DEVICE" --data-root "$DATA" \
   --out "$OUT/soft" --steps 4 --batch-size 8 --eval-every 2
-$CLI search --strategy pez --task sst-2 --template "$T" --model "$MODEL" --device "$DEVICE" --data-root "$DATA" \
+cli search --strategy pez --task sst-2 --template "$T" --model "$MODEL" --device "$DEVICE" --data-root "$DATA" \
   --out "$OUT/pez" --steps 4 --batch-size 8 --eval-every 2
-$CLI search --strategy optuna --task sst-2 --model "$MODEL" --device "$DEVICE" --data-root "$DATA" --out "$OUT/optuna" \
+cli search --strategy optuna --task sst-2 --model "$MODEL" --device "$DEVICE" --data-root "$DATA" --out "$OUT/optuna" \
   --trials 6 --startup-trials 2 --search-examples 16 --storage memory --plots false \
   --workers 2 --gpus-per-worker "$GPUS_PER_WORKER"
 for s in gradient soft pez optuna; do
