@@ -26,7 +26,10 @@ from typing import Any
 from ..core.data import read_rows
 from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, write_json
-from ..core.templates import Field, Predict, Template, Text, Trigger
+from ..core.templates import Template
+from .filling import fewshot_text, fill_template
+
+__all__ = ["ExportFormat", "export_prompts", "fill_prompts", "fill_template", "load_results", "write_filled"]
 
 
 class ExportFormat(str, Enum):
@@ -151,25 +154,6 @@ def export_prompts(paths: list[Path], fmt: str, out: Path | None, *, data_root=N
 
 
 # --- filled prompts ---------------------------------------------------------------------
-def fill_template(template: Template, values: dict[str, str], answer: str | None) -> str:
-    """``template`` filled with ``values``; ``[P]`` becomes ``answer``, or the text ends there
-    when ``answer`` is None (what a causal LM or a chat model continues from)."""
-    out = ""
-    for seg in template.segments:
-        sep = " " if seg.space and out else ""
-        if isinstance(seg, Text):
-            out += sep + seg.text
-        elif isinstance(seg, Field):
-            out += sep + values[seg.name]
-        elif isinstance(seg, Trigger):
-            raise UserError("the prompt still has [T] slots; export the result's rendered prompt")
-        elif isinstance(seg, Predict):
-            if answer is None:
-                return out
-            out += sep + answer
-    return out
-
-
 def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, data_root=None,
                  limit: int | None = None) -> list[dict[str, Any]]:
     """One record per (prompt, data row): the filled prompt text, ready to paste.
@@ -190,7 +174,7 @@ def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, da
         if missing:
             raise UserError(f"{data} has no column {', '.join(missing)} that the prompt of "
                             f"{e.source} needs; its columns: {', '.join(rows[0])}")
-        head = _fewshot_text(res, template, data_root)
+        head = fewshot_text(res, template, data_root)
         for i, row in enumerate(rows):
             text = head + fill_template(template, {k: str(v) for k, v in row.items()}, answer)
             rec = {"prompt": e.name, "row": i, "text": text}
@@ -200,22 +184,6 @@ def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, da
 
 def _fields_of(res: PromptResult) -> list[str]:
     return list(dict.fromkeys(Template.parse(res.prompt).field_names))
-
-
-def _fewshot_text(res: PromptResult, template: Template, data_root) -> str:
-    if not res.fewshot:
-        return ""
-    from ..scoring.specs import spec_from_result
-
-    spec = spec_from_result(res, data_root)
-    fs = spec.fewshot
-    verbalizer = res.verbalizer or spec.task.verbalizer
-    labels = spec.task.labels or []
-    parts = [fs.instruction] if fs.instruction else []
-    for demo in fs.demos:
-        word = verbalizer[labels[demo.label]][0]
-        parts.append(fill_template(template, demo.fields, word))
-    return "".join(p + fs.separator for p in parts)
 
 
 def write_filled(records: list[dict[str, Any]], fmt: str, out: Path | None) -> str | None:

@@ -28,6 +28,7 @@ from ..core.results import PromptResult, atomic_write, provenance, write_json
 from ..core.tasks import SPLITS, Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..scoring.softprompt import SoftPrompt
+from .filling import fewshot_text
 
 PEFT_META = "autoprompt_search.json"
 LM_EVAL_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -105,7 +106,6 @@ def export_lm_eval(results: list[tuple[str, Path, PromptResult]], out: Path, *, 
                    split_seed=None, prefix: str = "autoprompt") -> list[Path]:
     """One lm-eval task YAML per (name, source, result) in the folder ``out``, plus the data."""
     from ..scoring.specs import load_task
-    from .export import _fewshot_text
 
     out = Path(out)
     if out.suffix:
@@ -122,7 +122,7 @@ def export_lm_eval(results: list[tuple[str, Path, PromptResult]], out: Path, *, 
             data_written[task.name] = _write_examples(task, out / "data" / _slug(task.name))
         template = Template.parse(res.prompt, task.fields)
         verbalizer = res.verbalizer or task.verbalizer
-        head = _fewshot_text(res, template, data_root)
+        head = fewshot_text(res, template, data_root)
         task_name = f"{prefix}_{_slug(task.name)}_{_slug(name)}"
         files = data_written[task.name]
         config: dict[str, Any] = {
