@@ -184,16 +184,17 @@ def perplexity(backend: LMBackend, text: str) -> float | None:
             return None
         logits = backend.model(input_ids=torch.tensor([seq], device=dev)).logits[0, :-1].float()
         logp = torch.log_softmax(logits, -1)
-        nll = -logp[torch.arange(len(seq) - 1), torch.tensor(seq[1:], device=dev)]
+        nll = -logp[torch.arange(len(seq) - 1, device=dev), torch.tensor(seq[1:], device=dev)]
         return float(torch.exp(nll.mean()))
     full = tok(text)["input_ids"]
     offset = len(full) - len(ids) - (1 if tok.sep_token_id is not None else 0)
     rows = torch.tensor([full] * len(ids), device=dev)
     pos = torch.arange(len(ids), device=dev) + offset
-    rows[torch.arange(len(ids)), pos] = tok.mask_token_id
-    logits = backend.model(input_ids=rows).logits[torch.arange(len(ids)), pos].float()
+    row = torch.arange(len(ids), device=dev)
+    rows[row, pos] = tok.mask_token_id
+    logits = backend.model(input_ids=rows).logits[row, pos].float()
     logp = torch.log_softmax(logits, -1)
-    nll = -logp[torch.arange(len(ids)), torch.tensor(ids, device=dev)]
+    nll = -logp[row, torch.tensor(ids, device=dev)]
     return float(torch.exp(nll.mean()))
 
 
