@@ -10,11 +10,11 @@ import yaml
 
 from autoprompt_search.api import run_search, spec_from_result
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.core.results import PromptResult
-from autoprompt_search.core.tasks import HumanPrompt, Task
 from autoprompt_search.scoring.evaluation import evaluate_prompt
+from autoprompt_search.core.results import PromptResult
 from autoprompt_search.search import blackbox, strategies
 from autoprompt_search.search.workers import DesignEvaluator, InProcessPool, Outcome
+from autoprompt_search.core.tasks import HumanPrompt, Task
 
 SPACE = {
     "kind": "space", "task": "toy",
@@ -105,7 +105,7 @@ def test_same_seed_same_trials_other_seed_other_trials(toy_task, tiny_causal, sp
                 **{**FAST, "search_examples": 6})
     a = _search(toy_task, tiny_causal, tmp_path / "a", seed=1, **opts)
     b = _search(toy_task, tiny_causal, tmp_path / "b", seed=1, **opts)
-    _search(toy_task, tiny_causal, tmp_path / "c", seed=2, **opts)
+    c = _search(toy_task, tiny_causal, tmp_path / "c", seed=2, **opts)
     params = [[r["params"] for r in _log(tmp_path / x)] for x in "abc"]
     assert params[0] == params[1] and a.prompt == b.prompt and a.scores == b.scores
     assert params[0][1:] != params[2][1:]  # trial 0 is the enqueued human prompt in both

@@ -108,7 +108,7 @@ def test_local_ray_pool_matches_in_process_scores(toy_yaml, tiny_causal, tmp_pat
                              sampler="random")
     finally:
         ray.shutdown()
-    _search(toy_yaml, tiny_causal, tmp_path / "local", trials=5, workers=1, sampler="random")
+    local = _search(toy_yaml, tiny_causal, tmp_path / "local", trials=5, workers=1, sampler="random")
     by_params = {json.dumps(r["params"], sort_keys=True): r["value"] for r in _log(tmp_path / "local")}
     ray_records = _log(tmp_path / "ray")
     assert ray_result.extra["workers"] == 2 and len(ray_records) == 5

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from autoprompt_search.core.templates import Template
+from autoprompt_search.testing import tiny_causal_tokenizer, tiny_masked_tokenizer
 from autoprompt_search.core.tokens import (
     allowed_token_mask,
     gcg_candidates,
@@ -18,7 +19,6 @@ from autoprompt_search.core.tokens import (
     top_candidates,
     unique_changed,
 )
-from autoprompt_search.testing import tiny_causal_tokenizer, tiny_masked_tokenizer
 
 
 @pytest.fixture(scope="module")

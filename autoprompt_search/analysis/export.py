@@ -31,7 +31,6 @@ from .filling import fewshot_text, fill_template
 
 __all__ = ["ExportFormat", "export_prompts", "fill_prompts", "fill_template", "load_results", "write_filled"]
 
-
 class ExportFormat(str, Enum):
     """What ``export --format`` writes."""
 

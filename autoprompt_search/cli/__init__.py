@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -117,9 +118,9 @@ def _print_evaluations(all_rows: list[dict], split: str) -> None:
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="tasks, models or strategies")] = "tasks") -> None:
     """List shipped tasks, model aliases or search strategies."""
-    from ..core.tasks import available_tasks
     from ..models import model_aliases
     from ..search import strategies
+    from ..core.tasks import available_tasks
 
     if what == "tasks":
         for name, path in available_tasks().items():

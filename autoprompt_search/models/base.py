@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.templates import Kind
 from .encoding import PromptEncoder
+from ..core.templates import Kind
 
 
 @dataclass

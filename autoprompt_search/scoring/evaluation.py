@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..models.encoding import FewShot
 from ..core.errors import UserError
+from .metrics import classification_metrics, retrieval_metrics
+from ..models.base import LMBackend
+from .scorer import Evaluation, PromptScorer
 from ..core.tasks import Task
 from ..core.templates import Predict
-from ..models.base import LMBackend
-from ..models.encoding import FewShot
-from .metrics import classification_metrics, retrieval_metrics
-from .scorer import Evaluation, PromptScorer
 
 
 def evaluate_prompt(

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from ..core.data import Example
+from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
 from ..models.base import LMBackend, PaddedBatch, PrefixCache
-from ..models.encoding import EncodedPrompt
 from .scorer import LabelWords, PromptScorer
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.data import Example
-from ..core.errors import UserError
-from ..core.tasks import Task
-from ..core.templates import Predict, Template
-from ..models.base import LMBackend, PrefixCache
 from ..models.encoding import EncodedPrompt, FewShot
+from ..core.errors import UserError
+from ..models.base import LMBackend, PrefixCache
+from ..core.templates import Predict, Template
+from ..core.tasks import Task
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a cache
 

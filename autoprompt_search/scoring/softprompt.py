@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
+from .metrics import classification_metrics
+from ..models.base import LMBackend, PrefixCache
+from .objective import TriggerObjective
 from ..core.results import atomic_write, provenance, write_json
+from .scorer import Evaluation, PromptScorer
 from ..core.tasks import Task
 from ..core.templates import Template
-from ..models.base import LMBackend, PrefixCache
-from ..models.encoding import EncodedPrompt
-from .metrics import classification_metrics
-from .objective import TriggerObjective
-from .scorer import Evaluation, PromptScorer
 
 SOFT_FORMAT = "autoprompt-search/soft-prompt"
 TENSOR_FILE = "soft_prompt.safetensors"

@@ -3,9 +3,6 @@
 from .base import SearchContext, Searcher, strategies
 
 __all__ = ["SearchContext", "Searcher", "strategies"]
-# registration order is the order `list strategies` shows
-# isort: off
 from . import gradient  # noqa: E402,F401  (registers "gradient")
 from . import blackbox  # noqa: E402,F401  (registers the 'optuna' strategy)
 from . import pez, soft  # noqa: E402,F401  (registers "pez" and "soft")
-# isort: on

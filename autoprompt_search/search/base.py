@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from ..core.config import from_mapping, to_jsonable
+from ..models import LMBackend, load_model
 from ..core.registry import Registry
 from ..core.results import PromptResult
 from ..core.runs import RunDir
 from ..core.tasks import Task
-from ..models import LMBackend, load_model
 
 
 @dataclass

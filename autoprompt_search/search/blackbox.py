@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.results import PromptResult, write_json
+from ..scoring.scorer import PromptScorer
 from ..core.spaces import TASK_VERBALIZER, SearchSpace, default_space, insert_triggers, load_space
 from ..core.tasks import available_tasks
 from ..core.templates import Template
-from ..scoring.scorer import PromptScorer
 from .base import SearchContext, Searcher, strategies
 from .pools import TriggerPool, build_pool
 from .workers import BackendRecipe, Design, Job, Outcome, make_pool

@@ -35,12 +35,16 @@ from tqdm.auto import tqdm
 
 from ..core.data import Example
 from ..core.errors import UserError
+from ..models.base import LMBackend
+from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
 from ..core.results import PromptResult
+from ..scoring.evaluation import retrieval_candidates
+from ..scoring.scorer import LabelWords, PromptScorer
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..core.tokens import (
     allowed_token_mask,
-    gcg_candidates,
     render_prompt,
+    gcg_candidates,
     retokenize_mask,
     retokenizes,
     single_position_candidates,
@@ -48,10 +52,6 @@ from ..core.tokens import (
     top_candidates,
     unique_changed,
 )
-from ..models.base import LMBackend
-from ..scoring.evaluation import retrieval_candidates
-from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
-from ..scoring.scorer import LabelWords, PromptScorer
 from .base import SearchContext, Searcher, strategies
 
 POSITION_POLICIES = ("random", "cycle", "gcg")

@@ -21,13 +21,13 @@ import torch
 import yaml
 
 from ..core.errors import UserError
+from ..scoring.evaluation import evaluate_prompt
+from ..models.base import LMBackend
 from ..core.results import atomic_write, provenance
+from ..scoring.scorer import PromptScorer
 from ..core.tasks import Task
 from ..core.templates import Predict, Template, Trigger
 from ..core.tokens import allowed_token_mask, token_texts
-from ..models.base import LMBackend
-from ..scoring.evaluation import evaluate_prompt
-from ..scoring.scorer import PromptScorer
 
 
 @dataclass

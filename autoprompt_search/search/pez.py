@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ..analysis.fluency import ids_log_perplexity, span_log_perplexity
 from ..core.errors import UserError
+from ..scoring.evaluation import evaluate_prompt
+from ..analysis.fluency import ids_log_perplexity, span_log_perplexity
 from ..core.projection import nearest_ids
 from ..core.results import PromptResult
-from ..scoring.evaluation import evaluate_prompt
 from ..scoring.softprompt import render_triggers, round_trips
 from .base import strategies
 from .soft import ContinuousConfig, ContinuousSearch

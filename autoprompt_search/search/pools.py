@@ -29,12 +29,12 @@ import torch
 
 from ..core.data import Example
 from ..core.errors import UserError
+from ..models import LMBackend
 from ..core.registry import Registry
+from ..scoring.scorer import PromptScorer, resolve_label_words
 from ..core.spaces import SearchSpace, TriggerSpec, insert_triggers
 from ..core.tasks import Task
 from ..core.templates import Template
-from ..models import LMBackend
-from ..scoring.scorer import PromptScorer, resolve_label_words
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..analysis.fluency import ids_log_perplexity, require_causal, span_log_perplexity
 from ..core.errors import UserError
+from ..scoring.evaluation import evaluate_prompt
+from ..analysis.fluency import ids_log_perplexity, require_causal, span_log_perplexity
 from ..core.projection import DistanceMetric, project, token_f1
 from ..core.results import PromptResult
-from ..core.templates import Template, Text
-from ..scoring.evaluation import evaluate_prompt
 from ..scoring.softprompt import (
     SoftPrompt,
     SoftScorer,
@@ -36,6 +35,7 @@ from ..scoring.softprompt import (
     round_trips,
     save_tensor_state,
 )
+from ..core.templates import Template, Text
 from .base import SearchContext, Searcher, strategies
 
 

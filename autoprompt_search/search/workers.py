@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from ..core.data import Example
-from ..core.errors import UserError
-from ..core.tasks import Task
-from ..models import LMBackend, load_model, wrap_model
 from ..models.encoding import FewShot
+from ..core.errors import UserError
+from ..models import LMBackend, load_model, wrap_model
 from ..scoring.scorer import PromptScorer
+from ..core.tasks import Task
 
 log = logging.getLogger(__name__)
 

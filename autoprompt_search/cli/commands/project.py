@@ -46,9 +46,9 @@ def project(
       autoprompt-search project my-peft-adapter/ --model smollm2-135m --task sst-2
     """
     from ...api import load_task
+    from ...models import load_model
     from ...core.projection import check_metric
     from ...core.results import write_json
-    from ...models import load_model
     from ...scoring.softprompt import SoftPrompt, project_soft_prompt
 
     check_metric(metric)
@@ -110,8 +110,8 @@ def fluency(
       autoprompt-search fluency runs/pez-sst2 runs/gradient-sst2
     """
     from ...analysis.fluency import prompt_fluency
-    from ...core.results import PromptResult
     from ...models import load_model
+    from ...core.results import PromptResult
 
     backend = load_model(model, dtype=dtype, device=device)
     table = Table(title=f"prompt perplexity under {backend.name}")
