@@ -97,7 +97,7 @@ def test_space_rejects_raw_vocabulary_pools_and_bad_positions():
 
 def test_space_checks_verbalizers_and_shots_against_the_task(toy_task):
     space = space_from_mapping({"verbalizers": {"v": {"negative": ["bad"], "positiv": ["good"]}}})
-    with pytest.raises(UserError, match="unknown key 'positiv'"):
+    with pytest.raises(UserError, match="verbalizer label 'positiv' \\(did you mean 'positive'"):
         space.check_task(toy_task)
     space = space_from_mapping({"params": {"shots": {"type": "int", "low": 0, "high": 9}},
                                 "demos": {"pool_size": 4}})

@@ -17,6 +17,7 @@ from .data import Example, builtin_corpora, default_data_root, load_hub, read_ro
 from .errors import UserError, did_you_mean
 from .resources import shipped_dir
 from .templates import Template
+from .verbalizer import Verbalizer
 
 TASKS_DIR = shipped_dir() / "tasks"
 SPLITS = ("train", "dev", "test")
@@ -34,7 +35,7 @@ class HumanPrompt:
     template: str
     name: str = ""
     source: str = ""
-    verbalizer: dict[str, list[str]] | None = None
+    verbalizer: Verbalizer | None = None
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Task:
     name: str
     fields: list[str]
     labels: list[str] | None  # None: the label is a vocabulary token (LAMA)
-    verbalizer: dict[str, list[str]]
+    verbalizer: Verbalizer  # empty for an open-vocabulary task
     data: dict[str, Any]
     label_field: str = "label"
     description: str = ""
@@ -84,7 +85,7 @@ class Task:
         if labels is not None and len(labels) < 2:
             raise UserError(f"{source}: 'labels' must list at least two class names")
         verbalizer = _parse_verbalizer(raw.get("verbalizer"), labels, source)
-        prompts = [_parse_prompt(p, source) for p in raw.get("prompts") or []]
+        prompts = [_parse_prompt(p, labels, source) for p in raw.get("prompts") or []]
         root = Path(data_root) if data_root is not None else default_data_root()
         for spec in raw.get("prompt_files") or []:
             prompts.extend(_prompts_from_file(spec, root, source))
@@ -199,31 +200,15 @@ def available_tasks() -> dict[str, Path]:
     return {p.stem: p for p in sorted(TASKS_DIR.rglob("*.yaml"))}
 
 
-def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> dict[str, list[str]]:
+def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> Verbalizer:
     if labels is None:
         if raw:
             raise UserError(f"{source}: an open-vocabulary task has no verbalizer")
-        return {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: 'verbalizer' must map each label to one or more label words")
-    out: dict[str, list[str]] = {}
-    for key, words in raw.items():
-        if str(key) not in labels:
-            raise UserError(
-                f"{source}: verbalizer label '{key}'{did_you_mean(str(key), labels)} is not one "
-                f"of the task's labels ({', '.join(labels)})"
-            )
-        words = [words] if isinstance(words, str) else list(words or [])
-        if not words or not all(isinstance(w, str) and w.strip() for w in words):
-            raise UserError(f"{source}: verbalizer label '{key}' needs at least one label word")
-        out[str(key)] = [w.strip() for w in words]
-    missing = [lab for lab in labels if lab not in out]
-    if missing:
-        raise UserError(f"{source}: verbalizer has no label word for {', '.join(missing)}")
-    return out
+        return Verbalizer()
+    return Verbalizer.parse(raw, labels, source)
 
 
-def _parse_prompt(raw: Any, source: str) -> HumanPrompt:
+def _parse_prompt(raw: Any, labels: list[str] | None, source: str) -> HumanPrompt:
     if isinstance(raw, str):
         return HumanPrompt(raw, source="task file")
     if not isinstance(raw, dict):
@@ -231,8 +216,13 @@ def _parse_prompt(raw: Any, source: str) -> HumanPrompt:
     check_keys(raw, ("template", "name", "source", "verbalizer"), f"{source} (prompts)")
     if "template" not in raw:
         raise UserError(f"{source}: a prompt entry has no 'template'")
+    verbalizer = raw.get("verbalizer")
+    if verbalizer is not None:
+        if labels is None:
+            raise UserError(f"{source}: a prompt of an open-vocabulary task has no verbalizer")
+        verbalizer = Verbalizer.parse(verbalizer, labels, f"{source} (prompt {raw['template']!r})")
     return HumanPrompt(str(raw["template"]), str(raw.get("name", "")),
-                       str(raw.get("source", "")), raw.get("verbalizer"))
+                       str(raw.get("source", "")), verbalizer)
 
 
 def lama_template(template: str) -> str:
