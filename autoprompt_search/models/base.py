@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .context import context_length
 from .encoding import PromptEncoder
 from ..core.templates import Kind
 
@@ -78,6 +79,7 @@ class LMBackend(ABC):
         self.tokenizer = tokenizer
         self.name = name
         self.encoder = PromptEncoder(tokenizer, self.kind)
+        self.encoder.context.max_length = context_length(model, tokenizer)
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

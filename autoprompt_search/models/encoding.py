@@ -17,6 +17,7 @@ from functools import lru_cache
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Field, Kind, Predict, Template, Text, Trigger
+from .context import ContextLimit, fit_to_context
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class PromptEncoder:
         if kind == "masked" and tokenizer.mask_token_id is None:
             raise UserError("this masked LM's tokenizer has no mask token")
         self._tok = lru_cache(maxsize=65536)(self._tokenize)
+        self.context = ContextLimit()  # the model's length limit, set by the backend
 
     def _tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -103,7 +105,8 @@ class PromptEncoder:
             raise UserError(
                 f"template {template.source!r} gives the causal LM nothing to read before [P]"
             )
-        return EncodedPrompt(tuple(ids), tuple(trig_pos), pred[0])
+        encoded = EncodedPrompt(tuple(ids), tuple(trig_pos), pred[0])
+        return fit_to_context(self, encoded, template, example, triggers, fewshot, demo_labels)
 
     def _segments(self, template, example, triggers, label, trig_pos, pred):
         return self._segments_of(template.segments, example, triggers, label, trig_pos, pred, 0)

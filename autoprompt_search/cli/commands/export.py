@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..checks import out_path
 from .. import DataRootOpt, app, console
 
 
@@ -15,7 +16,7 @@ from .. import DataRootOpt, app, console
 def export(
     runs: Annotated[list[Path], typer.Argument(help="Run folders, result.json files, or a folder of run folders.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt (template<TAB>label words per line), json (result record, loads with evaluate --prompt-file) or jsonl.")] = "txt",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (a folder for several prompts as json); default: print.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", callback=out_path, help="Output file (a folder for several prompts as json); default: print.")] = None,
     fill: Annotated[Optional[Path], typer.Option("--fill", help="A data file (.tsv/.csv/.jsonl): write each prompt filled in with every row.")] = None,
     answer: Annotated[Optional[str], typer.Option("--answer", help="With --fill: text put at [P] (e.g. '[MASK]'); default: the prompt ends where the answer goes.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="With --fill: only the first N rows.")] = None,

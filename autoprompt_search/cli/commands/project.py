@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..checks import out_file
 from .. import BatchOpt, DataRootOpt, SplitSeedOpt, app, console  # noqa: F401
 from ...core.errors import UserError
 
@@ -28,7 +29,7 @@ def project(
     ascii_only: Annotated[bool, typer.Option("--ascii-only/--any-script", help="Project onto printable-ASCII tokens only.")] = True,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report to this JSON file.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the report to this JSON file.")] = None,
 ) -> None:
     """Project a soft prompt to its nearest vocabulary tokens and compare the two.
 
