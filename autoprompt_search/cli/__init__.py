@@ -17,7 +17,7 @@ from .. import __version__
 from ..core.config import field_help, load_yaml
 from ..core.errors import UserError
 from ..core.verbalizer import Verbalizer
-from ..models.context import LongInputs
+from ..core.context import LongInputs
 from .checks import (
     BUG_LINE, PROG, help_hint, out_dir, out_file, print_error, print_warning, remove_unstarted_run,
     show_value,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import read_text
 from .registry import Registry
 
 DATA_ROOT_ENV = "AUTOPROMPT_SEARCH_DATA"
@@ -48,7 +49,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             )
         raise UserError(f"data file not found: {path}{hint}")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path)
     if not text.strip():
         raise UserError(f"data file is empty: {path}")
     if suffix in {".jsonl", ".json"}:

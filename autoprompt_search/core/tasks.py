@@ -15,6 +15,7 @@ from typing import Any
 from .config import check_keys, load_yaml
 from .data import Example, builtin_corpora, default_data_root, load_hub, read_rows, rows_to_examples
 from .errors import UserError, did_you_mean
+from .files import read_text
 from .resources import shipped_dir
 from .templates import Template
 from .verbalizer import Verbalizer
@@ -176,7 +177,7 @@ class Task:
         path = self._path(self.candidate_vocab)
         if not path.is_file():
             raise UserError(f"candidate vocabulary not found: {path}")
-        return [w.strip() for w in path.read_text().splitlines() if w.strip()]
+        return [w.strip() for w in read_text(path).splitlines() if w.strip()]
 
 
 def _apply_aliases(rows: list[dict[str, Any]], aliases: dict[str, Any]) -> list[dict[str, Any]]:
@@ -239,10 +240,15 @@ def _prompts_from_file(spec: Any, root: Path, source: str) -> list[HumanPrompt]:
     if not path.is_file():
         return []  # prompt files live with the data; a missing data root is reported on load
     out = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("template"), str):
+            raise UserError(f"{path}:{n}: expected a JSON object with a 'template' string")
         if spec.get("relation") and rec.get("relation") != spec["relation"]:
             continue
         out.append(HumanPrompt(lama_template(rec["template"]), name=str(spec.get("source", "")),

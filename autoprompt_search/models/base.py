@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .context import context_length
+from ..core.context import context_length
 from .encoding import PromptEncoder
 from ..core.templates import Kind
 

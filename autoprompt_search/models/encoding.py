@@ -17,7 +17,7 @@ from functools import lru_cache
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Field, Kind, Predict, Template, Text, Trigger
-from .context import ContextLimit, fit_to_context
+from ..core.context import ContextLimit, fit_to_context
 
 
 @dataclass(frozen=True)

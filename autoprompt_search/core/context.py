@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.data import Example
-from ..core.errors import UserError
+from .data import Example
+from .errors import UserError
 
 if TYPE_CHECKING:
-    from ..core.templates import Template
-    from .encoding import EncodedPrompt, FewShot, PromptEncoder
+    from .templates import Template
 
 logger = logging.getLogger(__name__)
 UNLIMITED = 1_000_000  # tokenizers without a known limit report ~1e30
@@ -63,10 +62,13 @@ def context_length(model: Any, tokenizer: Any) -> int | None:
     return min(known) if known else None
 
 
-def fit_to_context(encoder: PromptEncoder, encoded: EncodedPrompt, template: Template,
-                   example: Example, triggers: Sequence[int], fewshot: FewShot | None,
-                   demo_labels: Sequence[str]) -> EncodedPrompt:
-    """``encoded`` if it fits; else refuse, or encode ``example`` again with its text cut."""
+def fit_to_context(encoder: Any, encoded: Any, template: Template, example: Example,
+                   triggers: Sequence[int], fewshot: Any, demo_labels: Sequence[str]) -> Any:
+    """``encoded`` if it fits; else refuse, or encode ``example`` again with its text cut.
+
+    ``encoder`` is the model's ``PromptEncoder`` (its ``context``, ``text_ids``, ``tokenizer``
+    and ``encode``) and ``encoded`` the ``EncodedPrompt`` it made of ``example``.
+    """
     limit = encoder.context
     if limit.max_length is None or len(encoded.ids) <= limit.max_length:
         return encoded
