@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .models.encoding import FewShot
 from .core.errors import UserError
-from .scoring.evaluation import evaluate_prompt
-from .models import LMBackend, load_model
 from .core.results import PromptResult
 from .core.runs import RunDir
 from .core.tasks import Task
+
+if TYPE_CHECKING:  # torch loads on first use, so bad input is reported without waiting for it
+    from .models import LMBackend
+    from .models.encoding import FewShot
 
 
 @dataclass
@@ -35,6 +36,8 @@ def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
 
 def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
     """A saved result as something to evaluate (the template with its trigger ids)."""
+    from .models.encoding import FewShot
+
     task = load_task(result.task, data_root, split_seed)
     fewshot = None
     if result.fewshot:
@@ -75,6 +78,9 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
                   progress: bool = False, **_: Any) -> list[dict[str, Any]]:
     """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
+    from .models import LMBackend, load_model
+    from .scoring.evaluation import evaluate_prompt
+
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
     rows = []
     for spec in specs:
@@ -121,6 +127,8 @@ def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
     """The built-in demo: the human prompts of the built-in task on its test split, then a
     short gradient search from the first human prompt, saved in ``out`` (replaced each run)."""
     from rich.console import Console
+
+    from .models import load_model
 
     console = console or Console()
     t = load_task(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import sys
@@ -94,10 +95,11 @@ def evaluate(
       autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
     """
     from ..api import evaluate_many, prompts_for
-    from ..models import load_model
 
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
+    from ..models import load_model  # torch loads once the input is known to be good
+
     backend = load_model(model, dtype=dtype)
     backend.encoder.context.policy = long_inputs
     rows = evaluate_many(specs, model=backend, split=split, batch_size=batch_size, limit=limit,
@@ -148,24 +150,32 @@ def _print_evaluations(all_rows: list[dict], split: str) -> None:
             err_console.print(f"[yellow]skipped[/] {r['prompt']!r}: {r['skipped']}")
 
 
-@app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="tasks, models or strategies")] = "tasks") -> None:
-    """List shipped tasks, model aliases or search strategies."""
-    from ..models import model_aliases
-    from ..search import strategies
-    from ..core.tasks import available_tasks
+class Listing(str, enum.Enum):
+    """What ``list`` lists."""
 
-    if what == "tasks":
+    tasks = "tasks"
+    models = "models"
+    strategies = "strategies"
+
+
+@app.command("list")
+def list_(what: Annotated[Listing, typer.Argument(help="What to list.")] = Listing.tasks) -> None:
+    """List shipped tasks, model aliases or search strategies."""
+    if what == Listing.tasks:
+        from ..core.tasks import available_tasks
+
         for name, path in available_tasks().items():
             console.print(f"{name:16s} {path}")
-    elif what == "models":
+    elif what == Listing.models:
+        from ..models import model_aliases
+
         for name in model_aliases:
             console.print(name)
-    elif what == "strategies":
+    else:
+        from ..search import strategies
+
         for name in strategies:
             console.print(name)
-    else:
-        raise UserError(f"cannot list {what!r}: choose tasks, models or strategies")
 
 
 @app.command()
