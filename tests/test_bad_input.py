@@ -247,7 +247,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run([sys.executable, "-m", "autoprompt_search.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 @dataclass
@@ -305,7 +305,7 @@ def test_an_internal_error_is_reported_as_a_bug(tmp_path):
               "cli.main(['export', 'run'])\n")
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "ZeroDivisionError: boom" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("this is a bug in autoprompt-search")

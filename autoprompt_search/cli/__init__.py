@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import sys
 import traceback
@@ -16,11 +15,18 @@ from rich.table import Table
 
 from .. import __version__
 from ..core.config import field_help, load_yaml
+from ..core.context import LongInputs
 from ..core.errors import UserError
 from ..core.verbalizer import Verbalizer
-from ..core.context import LongInputs
 from .checks import (
-    BUG_LINE, PROG, help_hint, out_dir, out_file, print_error, print_warning, remove_unstarted_run,
+    BUG_LINE,
+    PROG,
+    help_hint,
+    out_dir,
+    out_file,
+    print_error,
+    print_warning,
+    remove_unstarted_run,
     show_value,
 )
 
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print_error("aborted")
         sys.exit(1)
-    except Exception:  # a bug: show everything a report needs
+    except Exception:  # noqa: BLE001 - a bug: show everything a report needs
         traceback.print_exc()
         sys.stderr.write(BUG_LINE + "\n")
         sys.exit(1)
