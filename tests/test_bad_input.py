@@ -223,6 +223,11 @@ CASES = [
     ("strategy-option-unknown", [*SEARCH, "--iteratons", "3"], "unknown key 'iteratons'"),
     ("strategy-argument", [*SEARCH, "stray"], "unexpected argument 'stray'"),
     ("strategy-config-file", [*SEARCH, "--config", "strategy.yaml"], "expected int, got 'many'"),
+    ("init-choice", [*SEARCH, "--init", "best"], "init must be one of"),
+    ("template-without-trigger", [*SEARCH, "--template", "{sentence} it was [P] .", "--out", "new-run"],
+     "has no [T] slot"),
+    ("init-word-multi-token", [*SEARCH, "--template", "{sentence} [T] [T] it was [P] .", "--init-word",
+                               "zyzzogeton", "--out", "new-run"], "choose a single-token word"),
     ("search-splits-test", [*SEARCH, "--strategy", "optuna", "--search-splits", "test"], "--search-splits: use train and/or dev"),
     ("nothing-to-evaluate", EV, "nothing to evaluate"),
     ("label-words-syntax", [*EV, "--human", "--label-words", "negative"], "write CLASS=word"),
@@ -258,11 +263,12 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, Outcome]:
-    """Every case run once, a few at a time, each in its own folder of input files.
+def outcomes(tmp_path_factory):
+    """Every case started in the background, a few at a time, each in its own folder.
 
-    (Each subprocess spends most of its time importing; running them side by side keeps the
-    table fast, and separate folders keep one case's files out of another's check.)
+    Each subprocess spends most of its time importing, so running them side by side keeps
+    the table fast; separate folders keep one case's files out of another's check. Each test
+    waits only for its own case (so no single test waits for the whole table).
     """
     base = tmp_path_factory.mktemp("bad-input")
     model, tok = tiny_causal_lm()
@@ -276,8 +282,9 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
         proc = run_cli(case[1], folder)
         return Outcome(proc, before, _snapshot(folder))
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return dict(zip((c[0] for c in CASES), pool.map(run, CASES)))
+    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+    yield {case[0]: pool.submit(run, case) for case in CASES}
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def test_the_table_has_at_least_fifty_distinct_cases():
@@ -286,7 +293,7 @@ def test_the_table_has_at_least_fifty_distinct_cases():
 
 @pytest.mark.parametrize("case, message", [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_error_line(outcomes, case, message):
-    result = outcomes[case]
+    result = outcomes[case].result()
     proc = result.proc
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert proc.returncode == 2, proc.stderr
