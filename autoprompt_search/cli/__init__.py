@@ -32,7 +32,6 @@ from .checks import (
 
 app = typer.Typer(
     name=PROG,
-    help="Find hard prompts that make a frozen language model do a task better.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
