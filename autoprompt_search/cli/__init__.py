@@ -68,8 +68,9 @@ LongInputsOpt = Annotated[LongInputs, typer.Option("--long-inputs", help="An exa
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the results to this JSON file.")]
 
 
-def _parse_label_words(items: list[str] | None) -> Verbalizer | None:
-    return Verbalizer.from_args(items or [])
+def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
+    verbalizer = Verbalizer.from_args(items or [])
+    return None if verbalizer is None else verbalizer.to_dict()
 
 
 @app.command()

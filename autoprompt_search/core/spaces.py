@@ -166,7 +166,7 @@ class SearchSpace:
     human_prompts: bool = True
     templates: list[str] = field(default_factory=list)
     instructions: list[str] = field(default_factory=lambda: [""])
-    verbalizers: dict[str, Verbalizer] = field(default_factory=dict)
+    verbalizers: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     demos: DemoSpec = field(default_factory=DemoSpec)
     triggers: TriggerSpec = field(default_factory=TriggerSpec)
@@ -192,7 +192,7 @@ class SearchSpace:
                 out.append(t)
         return out
 
-    def verbalizer_choices(self, task: Task) -> dict[str, Verbalizer]:
+    def verbalizer_choices(self, task: Task) -> dict[str, dict[str, list[str]]]:
         return {TASK_VERBALIZER: task.verbalizer, **self.verbalizers}
 
     @property
@@ -227,7 +227,7 @@ class SearchSpace:
         for t in self.template_choices(task):
             Template.parse(t, task.fields)
         for name, verb in self.verbalizers.items():
-            verb.check_labels(task.labels, f"{self.source} (verbalizers.{name})")
+            Verbalizer(verb).check_labels(task.labels, f"{self.source} (verbalizers.{name})")
         if self.max_shots > self.demos.pool_size:
             raise UserError(f"{self.source}: shots go up to {self.max_shots} but demos.pool_size "
                             f"is {self.demos.pool_size}; raise pool_size or lower shots")
@@ -245,7 +245,7 @@ def _str_list(raw: Any, where: str) -> list[str]:
     return list(raw)
 
 
-def _verbalizers(raw: Any, where: str) -> dict[str, Verbalizer]:
+def _verbalizers(raw: Any, where: str) -> dict[str, dict[str, list[str]]]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -254,7 +254,7 @@ def _verbalizers(raw: Any, where: str) -> dict[str, Verbalizer]:
     for name, verb in raw.items():
         if str(name) == TASK_VERBALIZER:
             raise UserError(f"{where}: '{TASK_VERBALIZER}' is reserved for the task's own verbalizer")
-        out[str(name)] = Verbalizer.parse(verb, where=f"{where}.{name}")
+        out[str(name)] = Verbalizer.parse(verb, where=f"{where}.{name}").to_dict()
     return out
 
 

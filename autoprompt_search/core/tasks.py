@@ -36,7 +36,7 @@ class HumanPrompt:
     template: str
     name: str = ""
     source: str = ""
-    verbalizer: Verbalizer | None = None
+    verbalizer: dict[str, list[str]] | None = None  # checked by Verbalizer.parse
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Task:
     name: str
     fields: list[str]
     labels: list[str] | None  # None: the label is a vocabulary token (LAMA)
-    verbalizer: Verbalizer  # empty for an open-vocabulary task
+    verbalizer: dict[str, list[str]]  # checked by Verbalizer.parse; empty for open vocabulary
     data: dict[str, Any]
     label_field: str = "label"
     description: str = ""
@@ -201,12 +201,12 @@ def available_tasks() -> dict[str, Path]:
     return {p.stem: p for p in sorted(TASKS_DIR.rglob("*.yaml"))}
 
 
-def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> Verbalizer:
+def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> dict[str, list[str]]:
     if labels is None:
         if raw:
             raise UserError(f"{source}: an open-vocabulary task has no verbalizer")
-        return Verbalizer()
-    return Verbalizer.parse(raw, labels, source)
+        return {}
+    return Verbalizer.parse(raw, labels, source).to_dict()
 
 
 def _parse_prompt(raw: Any, labels: list[str] | None, source: str) -> HumanPrompt:
@@ -221,7 +221,8 @@ def _parse_prompt(raw: Any, labels: list[str] | None, source: str) -> HumanPromp
     if verbalizer is not None:
         if labels is None:
             raise UserError(f"{source}: a prompt of an open-vocabulary task has no verbalizer")
-        verbalizer = Verbalizer.parse(verbalizer, labels, f"{source} (prompt {raw['template']!r})")
+        verbalizer = Verbalizer.parse(verbalizer, labels,
+                                      f"{source} (prompt {raw['template']!r})").to_dict()
     return HumanPrompt(str(raw["template"]), str(raw.get("name", "")),
                        str(raw.get("source", "")), verbalizer)
 

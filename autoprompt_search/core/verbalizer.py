@@ -4,8 +4,10 @@ One type, parsed once, wherever label words come from: a task file's ``verbalize
 mapping, a prompt's own verbalizer, a search space's named verbalizer sets, or
 ``--label-words CLASS=word,word`` on the command line.
 
-A :class:`Verbalizer` is a ``dict`` of class name -> list of label words, so code that
-reads ``task.verbalizer[label]`` or serialises it to JSON needs nothing special.
+A :class:`Verbalizer` is a ``dict`` of class name -> list of label words. What tasks, prompts
+and spaces keep is its :meth:`~Verbalizer.to_dict` (a plain ``dict``, so ``task.verbalizer``
+goes into JSON and ``yaml.safe_dump`` as it is); wrap one in ``Verbalizer(...)`` to check it
+again.
 """
 
 from __future__ import annotations
