@@ -8,16 +8,32 @@
 
 __version__ = "0.1.0"
 
-from .api import PromptSpec, evaluate_many, run_search  # noqa: E402
-from .models.encoding import FewShot, PromptEncoder  # noqa: E402
-from .core.errors import UserError  # noqa: E402
-from .scoring.evaluation import evaluate_prompt  # noqa: E402
-from .models import LMBackend, load_model, wrap_model  # noqa: E402
-from .core.results import PromptResult  # noqa: E402
-from .scoring.scorer import PromptScorer  # noqa: E402
-from .search import SearchContext, Searcher, strategies  # noqa: E402
-from .core.tasks import Task  # noqa: E402
-from .core.templates import Template  # noqa: E402
+# the public names, imported on first use: the command line starts (and reports a mistake in
+# its arguments) without loading torch and transformers
+_EXPORTS = {
+    "PromptSpec": "api", "evaluate_many": "api", "run_search": "api",
+    "FewShot": "models.encoding", "PromptEncoder": "models.encoding",
+    "UserError": "core.errors", "evaluate_prompt": "scoring.evaluation",
+    "LMBackend": "models", "load_model": "models", "wrap_model": "models",
+    "PromptResult": "core.results", "PromptScorer": "scoring.scorer",
+    "SearchContext": "search", "Searcher": "search", "strategies": "search",
+    "Task": "core.tasks", "Template": "core.templates",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "FewShot", "LMBackend", "PromptEncoder", "PromptResult", "PromptScorer", "PromptSpec",

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import UserError
 from .core.results import PromptResult
 from .core.runs import RunDir
-from .models import LMBackend, load_model
-from .scoring.evaluation import evaluate_prompt
 from .scoring.specs import PromptSpec, load_task, spec_from_result
 
 __all__ = ["PromptSpec", "evaluate_many", "load_task", "prompts_for", "run_demo", "run_search",
            "spec_from_result"]
 from .core.tasks import Task
+
+if TYPE_CHECKING:  # torch loads on first use, so bad input is reported without waiting for it
+    from .models import LMBackend
 
 
 def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,
@@ -43,6 +44,9 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
                   progress: bool = False, device: str | None = "auto", **_: Any) -> list[dict[str, Any]]:
     """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
+    from .models import LMBackend, load_model
+    from .scoring.evaluation import evaluate_prompt
+
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     rows = []
     for spec in specs:
@@ -163,6 +167,8 @@ def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
     """The built-in demo: the human prompts of the built-in task on its test split, then a
     short gradient search from the first human prompt, saved in ``out`` (replaced each run)."""
     from rich.console import Console
+
+    from .models import load_model
 
     console = console or Console()
     t = load_task(task)

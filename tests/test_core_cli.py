@@ -136,3 +136,73 @@ def test_validate_and_list(monkeypatch, capsys, task_file):
     assert code == 0 and "ok" in out
     code, out, _ = run_cli(monkeypatch, capsys, "list", "tasks")
     assert code == 0 and "sst-2" in out and "bbc-news" in out
+
+
+def test_version_and_completion(monkeypatch, capsys):
+    from autoprompt_search import __version__
+
+    code, out, _ = run_cli(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == f"autoprompt-search {__version__}"
+    code, out, _ = run_cli(monkeypatch, capsys, "--help")
+    assert code == 0 and "--install-completion" in out and "--show-completion" in out
+
+
+def test_show_options_prints_enum_defaults_as_values(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "search", "--strategy", "soft", "--show-options")
+    assert code == 0
+    assert "<Init." not in out and "<Optim." not in out
+    row = next(line for line in out.splitlines() if "--init " in line)
+    assert "│ human" in row or "│ vocab" in row or "│ random" in row, row
+
+
+def test_usage_errors_name_the_command(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--limit", "abc")
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[0].startswith("error: Invalid value for '--limit'")
+    assert lines[1] == "see 'autoprompt-search evaluate --help'" and len(lines) == 2
+
+
+def test_ctrl_c_exits_130_with_a_resume_hint(monkeypatch, capsys):
+    from autoprompt_search.core import tasks
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks, "available_tasks", interrupted)
+    code, _, err = run_cli(monkeypatch, capsys, "list", "tasks")
+    assert code == 130 and "interrupted; resume a search with --resume" in err
+    assert "Traceback" not in err
+
+
+def test_long_example_is_truncated_with_a_warning(monkeypatch, capsys, model_dirs, task_file):
+    long_rows = task_file.parent / "long.tsv"
+    long_rows.write_text((task_file.parent / "d.tsv").read_text() + f"{'a very long review ' * 2700}\t1\n")
+    long_task = task_file.parent / "long.yaml"
+    long_task.write_text(task_file.read_text().replace("test: d.tsv", "test: long.tsv"))
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", "--task", str(long_task), "--prompt",
+                             "{sentence} it was [P] .", "--model", model_dirs["causal"])
+    assert code == 0, err
+    assert "(n=5)" in out
+    flat = " ".join(err.split())
+    assert "warning: 1 example did not fit in the model's context of 512 tokens; its text was cut by" in flat
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--task", str(long_task), "--prompt",
+                           "{sentence} it was [P] .", "--model", model_dirs["causal"],
+                           "--long-inputs", "error")
+    assert code == 2 and "example 5 is" in err and "longer than the model's context" in err
+
+
+def test_facts_with_multi_token_objects_are_counted(monkeypatch, capsys, model_dirs, tmp_path):
+    from autoprompt_search.testing import tiny_causal_lm
+
+    _, tok = tiny_causal_lm()
+    single = next(w for w in ("the", "a", "in", "of", "e") if len(tok(" " + w)["input_ids"]) == 1)
+    rows = [("x", single), ("y", single), ("z", "xylophonequartz"), ("w", "zyzzogeton")]
+    (tmp_path / "facts.jsonl").write_text("".join(
+        json.dumps({"sub_label": s, "obj_label": o}) + "\n" for s, o in rows))
+    task = tmp_path / "facts.yaml"
+    task.write_text("name: facts\ndata: {test: facts.jsonl}\nfields: [sub_label]\n"
+                    "label_field: obj_label\nlabel_space: vocabulary\n")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--task", str(task), "--prompt",
+                           "{sub_label} is [P] .", "--model", model_dirs["causal"])
+    assert code == 0, err
+    assert "warning: 2 of 4 facts were left out" in " ".join(err.split())

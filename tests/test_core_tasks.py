@@ -140,3 +140,75 @@ def test_wheel_ships_every_task_and_space_file(tmp_path):
     assert len(shipped) > 20
     missing = [f for f in shipped if f"autoprompt_search/search_spaces/{f}" not in names]
     assert not missing
+
+
+# --- the one Verbalizer type ---------------------------------------------------------
+
+def test_verbalizer_from_yaml_and_from_args_are_the_same_type():
+    from autoprompt_search.core.verbalizer import Verbalizer
+
+    from_yaml = Verbalizer.parse({"negative": "bad", "positive": [" good ", "great"]},
+                                 ["negative", "positive"])
+    from_args = Verbalizer.from_args(["negative=bad", "positive=good, great"])
+    assert from_yaml == from_args == {"negative": ["bad"], "positive": ["good", "great"]}
+    assert isinstance(from_args, Verbalizer) and from_args["positive"] == ["good", "great"]
+    assert Verbalizer.from_args([]) is None
+
+
+def test_verbalizer_json_round_trip(tmp_path):
+    import json
+
+    from autoprompt_search.core.verbalizer import Verbalizer
+
+    write(tmp_path, "train.tsv", "sentence\tlabel\nx\t1\n")
+    task = Task.from_yaml(write(tmp_path, "t.yaml", TASK))
+    assert type(task.verbalizer) is dict  # what JSON and yaml.safe_dump take as they are
+    text = json.dumps(task.verbalizer)
+    again = Verbalizer.parse(json.loads(text), task.labels)
+    assert again == task.verbalizer and again.to_dict() == {"negative": ["bad"],
+                                                           "positive": ["good", "great"]}
+    assert type(again.to_dict()) is dict
+
+
+@pytest.mark.parametrize("items, message", [
+    (["negative"], "write CLASS=word"),
+    (["=bad"], "write CLASS=word"),
+    (["negative="], "no label word after '='"),
+    (["negative=bad", "negative=awful"], "given twice"),
+    (["negative=bad", "positiv=good"], "verbalizer label 'positiv' \\(did you mean 'positive'"),
+    (["negative=bad"], "no label word for positive"),
+])
+def test_verbalizer_args_errors(items, message):
+    from autoprompt_search.core.verbalizer import Verbalizer
+
+    with pytest.raises(UserError, match=message):
+        Verbalizer.from_args(items, ["negative", "positive"])
+
+
+def test_a_prompts_own_verbalizer_is_checked_against_the_labels(tmp_path):
+    text = TASK.replace('prompts: ["{sentence} It was [P] ."]',
+                        'prompts: [{template: "{sentence} [P] .", verbalizer: {negative: bad, '
+                        'positive: good}}]')
+    task = Task.from_yaml(write(tmp_path, "t.yaml", text))
+    assert task.prompts[0].verbalizer == {"negative": ["bad"], "positive": ["good"]}
+    with pytest.raises(UserError, match="verbalizer label 'neg'"):
+        Task.from_yaml(write(tmp_path, "u.yaml", text.replace("{negative: bad,", "{neg: bad,")))
+
+
+# --- text files are UTF-8 ----------------------------------------------------------------
+
+def test_non_utf8_data_is_refused_with_file_and_byte_offset(tmp_path):
+    (tmp_path / "train.tsv").write_bytes("sentence\tlabel\ncaf\xe9\t1\n".encode("latin-1"))
+    task = Task.from_yaml(write(tmp_path, "t.yaml", TASK))
+    with pytest.raises(UserError, match=r"train.tsv: byte 18 \(0xe9\) is not UTF-8; re-save"):
+        task.examples("train")
+    # a UTF-8 byte-order mark is not part of the header
+    (tmp_path / "train.tsv").write_bytes("\ufeffsentence\tlabel\ncafé\t1\n".encode("utf-8"))
+    assert task.examples("train")[0].fields["sentence"] == "café"
+
+
+def test_binary_task_file_is_refused(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(UserError, match="not a text file"):
+        Task.from_yaml(path)

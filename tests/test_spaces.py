@@ -97,7 +97,7 @@ def test_space_rejects_raw_vocabulary_pools_and_bad_positions():
 
 def test_space_checks_verbalizers_and_shots_against_the_task(toy_task):
     space = space_from_mapping({"verbalizers": {"v": {"negative": ["bad"], "positiv": ["good"]}}})
-    with pytest.raises(UserError, match="unknown key 'positiv'"):
+    with pytest.raises(UserError, match="verbalizer label 'positiv' \\(did you mean 'positive'"):
         space.check_task(toy_task)
     space = space_from_mapping({"params": {"shots": {"type": "int", "low": 0, "high": 9}},
                                 "demos": {"pool_size": 4}})
@@ -151,3 +151,36 @@ def test_model_based_pools(source, tiny_causal, toy_task):
                       ["{sentence} it was [P] ."], [toy_task.verbalizer])
     assert 0 < len(pool.token_ids) <= 10 and pool.source == source
     assert all(whole_word(tiny_causal, i, 2) for i in pool.token_ids)
+
+
+def test_space_task_may_be_a_task_file_relative_to_the_space(tmp_path, toy_task):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "d.tsv").write_text("sentence\tlabel\na good film\t1\nbad\t0\n")
+    (tmp_path / "tasks" / "mr.yaml").write_text(
+        "name: mr\ndata: {train: d.tsv, dev: d.tsv, test: d.tsv}\nfields: [sentence]\n"
+        "labels: [negative, positive]\nverbalizer: {negative: [bad], positive: [good]}\n"
+        "prompts: ['{sentence} It was [P] .']\n")
+    (tmp_path / "spaces").mkdir()
+    space_path = _write(tmp_path / "spaces", {"kind": "space", "task": "../tasks/mr.yaml"})
+    assert "task 'mr'" in validate_file(space_path)
+    space = load_space(space_path)
+    from autoprompt_search.core.tasks import Task
+
+    # the same task by file (any spelling of its path) or by name; not another task
+    assert space.is_for(Task.load(tmp_path / "tasks" / "mr.yaml"))
+    assert space.is_for(Task.load(tmp_path / "spaces" / ".." / "tasks" / "mr.yaml"))
+    assert space_from_mapping({"task": "toy"}).is_for(toy_task)
+    with pytest.raises(UserError, match="is for task '.*mr.yaml', but the search runs on 'toy'"):
+        space.check_task(toy_task)
+
+
+def test_spaces_do_not_import_validate():
+    import ast
+    import inspect
+
+    from autoprompt_search.core import spaces
+
+    tree = ast.parse(inspect.getsource(spaces))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "validate" not in imported and "space" in __import__(
+        "autoprompt_search.core.validate", fromlist=["validators"]).validators

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import enum
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,19 +13,50 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .. import __version__
 from ..core.config import field_help, load_yaml
+from ..core.context import LongInputs
 from ..core.devices import DEFAULT_DTYPE
 from ..core.errors import UserError
+from ..core.verbalizer import Verbalizer
+from .checks import (
+    BUG_LINE,
+    PROG,
+    help_hint,
+    out_dir,
+    out_file,
+    print_error,
+    print_warning,
+    remove_unstarted_run,
+    show_value,
+)
 
 app = typer.Typer(
-    name="autoprompt-search",
-    help="Find hard prompts that make a frozen language model do a task better.",
+    name=PROG,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"{PROG} {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Find hard prompts that make a frozen language model do a task better.
+
+    A mistake in the command line or in an input file prints one 'error:' line and exits
+    with status 2; an interrupted search exits with 130 and continues with --resume.
+    """
 
 # shared option types
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Shipped task name (see `list`) or a task YAML file.")]
@@ -35,18 +67,13 @@ SplitSeedOpt = Annotated[Optional[int], typer.Option("--split-seed", help="Which
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 where the device computes it natively, else float32), float32, bfloat16 or float16.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
+LongInputsOpt = Annotated[LongInputs, typer.Option("--long-inputs", help="An example longer than the model's context: truncate its text (with a warning saying how many and by how much) or stop with an error.")]
+JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the results to this JSON file.")]
 
 
 def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
-    if not items:
-        return None
-    out: dict[str, list[str]] = {}
-    for item in items:
-        if "=" not in item:
-            raise UserError(f"--label-words {item!r}: write CLASS=word[,word...]")
-        label, words = item.split("=", 1)
-        out[label.strip()] = [w.strip() for w in words.split(",") if w.strip()]
-    return out
+    verbalizer = Verbalizer.from_args(items or [])
+    return None if verbalizer is None else verbalizer.to_dict()
 
 
 @app.command()
@@ -64,7 +91,8 @@ def evaluate(
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+    long_inputs: LongInputsOpt = LongInputs.truncate,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Score prompts on a task split: accuracy, macro-F1, per-class accuracy, n.
 
@@ -80,14 +108,31 @@ def evaluate(
 
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
-    rows = evaluate_many(specs, model=model, split=split, dtype=dtype, device=device, batch_size=batch_size,
-                         limit=limit, data_root=data_root, split_seed=split_seed, progress=True)
+    from ..models import load_model  # torch loads once the input is known to be good
+
+    backend = load_model(model, dtype=dtype, device=device)
+    backend.encoder.context.policy = long_inputs
+    rows = evaluate_many(specs, model=backend, split=split, batch_size=batch_size, limit=limit,
+                         progress=True)
     _print_evaluations(rows, split)
+    _warn_left_out(rows, backend)
     if json_out:
         from ..core.results import write_json
 
         write_json(json_out, {"model": model, "split": split, "results": rows})
         console.print(f"wrote {json_out}")
+
+
+def _warn_left_out(rows: list[dict], backend) -> None:
+    """Warnings about examples that were cut (too long) or facts left out (multi-token objects)."""
+    cut = backend.encoder.context.summary()
+    if cut:
+        print_warning(cut)
+    skipped = max((r.get("skipped_multi_token", 0) for r in rows), default=0)
+    if skipped:
+        n = rows[0]["n"]
+        print_warning(f"{skipped} of {n + skipped} facts were left out: their object is several "
+                      f"tokens in the vocabulary of {backend.name}, and retrieval ranks single tokens")
 
 
 def _print_evaluations(all_rows: list[dict], split: str) -> None:
@@ -115,24 +160,32 @@ def _print_evaluations(all_rows: list[dict], split: str) -> None:
             err_console.print(f"[yellow]skipped[/] {r['prompt']!r}: {r['skipped']}")
 
 
-@app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="tasks, models or strategies")] = "tasks") -> None:
-    """List shipped tasks, model aliases or search strategies."""
-    from ..models import model_aliases
-    from ..search import strategies
-    from ..core.tasks import available_tasks
+class Listing(str, enum.Enum):
+    """What ``list`` lists."""
 
-    if what == "tasks":
+    tasks = "tasks"
+    models = "models"
+    strategies = "strategies"
+
+
+@app.command("list")
+def list_(what: Annotated[Listing, typer.Argument(help="What to list.")] = Listing.tasks) -> None:
+    """List shipped tasks, model aliases or search strategies."""
+    if what == Listing.tasks:
+        from ..core.tasks import available_tasks
+
         for name, path in available_tasks().items():
             console.print(f"{name:16s} {path}")
-    elif what == "models":
+    elif what == Listing.models:
+        from ..models import model_aliases
+
         for name in model_aliases:
             console.print(name)
-    elif what == "strategies":
+    else:
+        from ..search import strategies
+
         for name in strategies:
             console.print(name)
-    else:
-        raise UserError(f"cannot list {what!r}: choose tasks, models or strategies")
 
 
 @app.command()
@@ -155,7 +208,7 @@ def search(
     task: TaskOpt = "sst-2",
     model: ModelOpt = "smollm2-135m",
     template: Annotated[Optional[str], typer.Option("--template", help="Template with [T] slots and one [P].")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for config, checkpoints, log and result.")] = Path("runs/search"),
+    out: Annotated[Path, typer.Option("--out", "-o", callback=out_dir, help="Run folder for config, checkpoints, log and result.")] = Path("runs/search"),
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of strategy settings, or a run's config.json (its strategy, task, model, template and seed apply unless given).")] = None,
@@ -180,7 +233,7 @@ def search(
         for col in ("option", "default", "help"):
             table.add_column(col, overflow="fold")
         for name, help_, default in field_help(searcher_cls.Config):
-            table.add_row("--" + name.replace("_", "-"), repr(default), help_)
+            table.add_row("--" + name.replace("_", "-"), show_value(default), help_)
         console.print(table)
         return
     options = load_yaml(config) if config else {}
@@ -194,9 +247,14 @@ def search(
         seed, dtype, split_seed = (applied.pop(k, v) for k, v in
                                    (("seed", seed), ("dtype", dtype), ("split_seed", split_seed)))
     options.update(_extra_options(ctx.args))
-    result = run_search(strategy, task=str(task), model=model, template=template, out=out, seed=seed,
-                        resume=resume, options=options, data_root=data_root, split_seed=split_seed,
-                        dtype=dtype, device=device)
+    existed = out.exists()
+    try:
+        result = run_search(strategy, task=str(task), model=model, template=template, out=out,
+                            seed=seed, resume=resume, options=options, data_root=data_root,
+                            split_seed=split_seed, dtype=dtype, device=device)
+    except UserError:
+        remove_unstarted_run(out, existed)
+        raise
     console.print(f"[bold]best prompt[/]: {result.prompt}")
     console.print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items()))
     console.print(f"saved to {out}/result.json and {out}/best_prompt.txt")
@@ -227,7 +285,7 @@ def _extra_options(args: list[str]) -> dict[str, str]:
 def demo(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "bbc-news",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the demo's search (replaced each run).")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", callback=out_dir, help="Run folder of the demo's search (replaced each run).")] = Path("runs/demo"),
     dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -246,31 +304,54 @@ def _load_commands() -> None:
     load_all()
 
 
-def main() -> None:
-    """Entry point: user mistakes print one clear message and exit non-zero."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes print one ``error:`` line and exit 2, without a traceback."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    _load_commands()
+    command = typer.main.get_command(app)
     try:
-        _load_commands()
-        app(standalone_mode=False)
+        code = command.main(args=argv, prog_name=PROG, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UsageError as exc:  # typer's own click: unknown command/option, bad value, ...
+        path = exc.ctx.command_path if exc.ctx else _command_path(command, argv)
+        print_error(exc.format_message(), help_hint(path))
+        sys.exit(2)
+    except ClickException as exc:
+        print_error(exc.format_message())
+        sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted; a search run continues with --resume")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
+        _interrupted()
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(1)
+    except Exception:  # noqa: BLE001 - a bug: show everything a report needs
+        traceback.print_exc()
+        sys.stderr.write(BUG_LINE + "\n")
+        sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C during a command into exit code 130
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+def _command_path(command, argv: list[str] | None) -> str:
+    """``autoprompt-search CMD`` for the command named on the command line, if any."""
+    args = sys.argv[1:] if argv is None else argv
+    name = next((a for a in args if not a.startswith("-")), None)
+    return f"{PROG} {name}" if name in getattr(command, "commands", {}) else PROG
+
+
+def _interrupted() -> None:
+    sys.stderr.write("interrupted; resume a search with --resume\n")
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import UserError, did_you_mean
+from .files import read_text
 
 C = TypeVar("C")
 
@@ -28,7 +29,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

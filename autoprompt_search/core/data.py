@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import read_text
 from .registry import Registry
 
 DATA_ROOT_ENV = "AUTOPROMPT_SEARCH_DATA"
@@ -56,7 +57,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if not rows:
             raise UserError(f"data file has no examples: {path}")
         return rows
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path)
     if not text.strip():
         raise UserError(f"data file is empty: {path}")
     if suffix in {".jsonl", ".json"}:

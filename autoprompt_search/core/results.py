@@ -9,13 +9,14 @@ import json
 import os
 import platform
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import check_keys, to_jsonable
 from .errors import UserError
+from .files import read_text
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -119,10 +120,15 @@ class PromptResult:
         if not path.is_file():
             raise UserError(f"prompt file not found: {path}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
             raise UserError(f"{path}: not an autoprompt-search result file (no format '{RESULT_FORMAT}')")
         check_keys(data, cls.__dataclass_fields__, str(path))
+        missing = [f.name for f in fields(cls) if f.name not in data
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise UserError(f"{path}: the result has no {', '.join(missing)}; it is incomplete "
+                            "(save results with search or export --format json)")
         return cls(**data)

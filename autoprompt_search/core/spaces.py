@@ -38,7 +38,7 @@ from .errors import UserError, did_you_mean
 from .resources import shipped_dir
 from .tasks import Task
 from .templates import Template
-from .validate import validators
+from .verbalizer import Verbalizer
 
 SPACES_DIR = shipped_dir()
 SPACE_KEYS = ("kind", "name", "description", "task", "human_prompts", "templates", "instructions",
@@ -195,8 +195,29 @@ class SearchSpace:
     def verbalizer_choices(self, task: Task) -> dict[str, dict[str, list[str]]]:
         return {TASK_VERBALIZER: task.verbalizer, **self.verbalizers}
 
+    @property
+    def task_is_file(self) -> bool:
+        """Whether ``task`` names a task file (resolved against the space file) or a shipped task."""
+        return self.task is not None and _is_task_path(self.task)
+
+    def load_task(self, data_root: str | Path | None = None) -> Task:
+        """The task the space is written for (a shipped name or a task file)."""
+        if self.task is None:
+            raise UserError(f"{self.source}: the space names no task; pass the task to check it on")
+        return Task.load(self.task, data_root=data_root)
+
+    def is_for(self, task: Task) -> bool:
+        """Whether ``task`` is the space's task: the same name, or the same task file."""
+        if self.task is None or self.task == task.name:
+            return True
+        return self.task_is_file and Path(self.task).resolve() == Path(task.source).resolve()
+
     def check_task(self, task: Task) -> None:
-        """Check templates, verbalizers and demo settings against ``task``."""
+        """Check the task, templates, verbalizers and demo settings against ``task``."""
+        if not self.is_for(task):
+            hint = f"--task {self.task}"
+            raise UserError(f"the space {self.source} is for task '{self.task}', but the search runs "
+                            f"on '{task.name}' ({task.source}); pass {hint}")
         if task.is_open_vocabulary:
             raise UserError(f"{self.source}: black-box spaces need a classification task; "
                             f"'{task.name}' is open-vocabulary")
@@ -206,11 +227,7 @@ class SearchSpace:
         for t in self.template_choices(task):
             Template.parse(t, task.fields)
         for name, verb in self.verbalizers.items():
-            where = f"{self.source} (verbalizers.{name})"
-            check_keys(verb, task.labels, where)
-            missing = [lab for lab in task.labels if lab not in verb]
-            if missing:
-                raise UserError(f"{where}: no label word for {', '.join(missing)}")
+            Verbalizer(verb).check_labels(task.labels, f"{self.source} (verbalizers.{name})")
         if self.max_shots > self.demos.pool_size:
             raise UserError(f"{self.source}: shots go up to {self.max_shots} but demos.pool_size "
                             f"is {self.demos.pool_size}; raise pool_size or lower shots")
@@ -237,16 +254,24 @@ def _verbalizers(raw: Any, where: str) -> dict[str, dict[str, list[str]]]:
     for name, verb in raw.items():
         if str(name) == TASK_VERBALIZER:
             raise UserError(f"{where}: '{TASK_VERBALIZER}' is reserved for the task's own verbalizer")
-        if not isinstance(verb, dict) or not verb:
-            raise UserError(f"{where}.{name}: expected a mapping of labels to label words")
-        words: dict[str, list[str]] = {}
-        for label, ws in verb.items():
-            ws = [ws] if isinstance(ws, str) else ws
-            if not isinstance(ws, list) or not ws or not all(isinstance(w, str) and w.strip() for w in ws):
-                raise UserError(f"{where}.{name}: label '{label}' needs one or more label words")
-            words[str(label)] = [w.strip() for w in ws]
-        out[str(name)] = words
+        out[str(name)] = Verbalizer.parse(verb, where=f"{where}.{name}").to_dict()
     return out
+
+
+def _is_task_path(task: str) -> bool:
+    return Path(task).suffix in (".yaml", ".yml") or "/" in task
+
+
+def _resolve_task(raw: Any, source: str) -> str | None:
+    """The space's ``task``: a shipped name as written, a task file relative to the space file."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise UserError(f"{source}: 'task' is a shipped task name or a task YAML file")
+    if _is_task_path(raw) and source != "<memory>":
+        path = Path(raw).expanduser()
+        return str(path if path.is_absolute() else Path(source).parent / path)
+    return raw
 
 
 def _positive_int(raw: Any, where: str) -> int:
@@ -326,7 +351,7 @@ def space_from_mapping(raw: dict[str, Any], source: str = "<memory>") -> SearchS
         raise UserError(f"{source}: 'human_prompts' must be true or false")
     instructions = _str_list(raw.get("instructions"), f"{source} (instructions)") or [""]
     return SearchSpace(
-        task=None if raw.get("task") is None else str(raw["task"]),
+        task=_resolve_task(raw.get("task"), source),
         name=str(raw.get("name", Path(source).stem)), description=str(raw.get("description", "")),
         human_prompts=human, templates=_str_list(raw.get("templates"), f"{source} (templates)"),
         instructions=instructions, verbalizers=_verbalizers(raw.get("verbalizers"),
@@ -379,7 +404,6 @@ def insert_triggers(template: str, n: int, position: str) -> str:
     raise UserError(f"unknown trigger position {position!r}; use {', '.join(TRIGGER_POSITIONS)}")
 
 
-@validators.register("space")
 def validate_space(path: Path, raw: dict, data: bool, data_root: Path | None) -> str:
     """``validate`` for space files: keys, distributions, and the templates against the task."""
     space = space_from_mapping(raw, source=str(path))
@@ -388,7 +412,7 @@ def validate_space(path: Path, raw: dict, data: bool, data_root: Path | None) ->
                f"{len(space.instructions)} instructions, {len(space.verbalizers) + 1} verbalizers, "
                f"trigger pool {space.triggers.pool} ({space.triggers.size})")
     if space.task is not None:
-        task = Task.load(space.task, data_root=data_root)
+        task = space.load_task(data_root)
         space.check_task(task)
         summary += f", task '{task.name}' ({len(space.template_choices(task))} template choices)"
         if data:

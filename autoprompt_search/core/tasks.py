@@ -15,8 +15,10 @@ from typing import Any
 from .config import check_keys, load_yaml
 from .data import Example, builtin_corpora, default_data_root, read_rows, rows_to_examples
 from .errors import UserError, did_you_mean
+from .files import read_text
 from .resources import shipped_dir
 from .templates import Template
+from .verbalizer import Verbalizer
 
 TASKS_DIR = shipped_dir() / "tasks"
 SPLITS = ("train", "dev", "test")
@@ -35,7 +37,7 @@ class HumanPrompt:
     template: str
     name: str = ""
     source: str = ""
-    verbalizer: dict[str, list[str]] | None = None
+    verbalizer: dict[str, list[str]] | None = None  # checked by Verbalizer.parse
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Task:
     name: str
     fields: list[str]
     labels: list[str] | None  # None: the label is a vocabulary token (LAMA)
-    verbalizer: dict[str, list[str]]
+    verbalizer: dict[str, list[str]]  # checked by Verbalizer.parse; empty for open vocabulary
     data: dict[str, Any]
     label_field: str = "label"
     description: str = ""
@@ -88,7 +90,7 @@ class Task:
         if labels is not None and len(labels) < 2:
             raise UserError(f"{source}: 'labels' must list at least two class names")
         verbalizer = _parse_verbalizer(raw.get("verbalizer"), labels, source)
-        prompts = [_parse_prompt(p, source) for p in raw.get("prompts") or []]
+        prompts = [_parse_prompt(p, labels, source) for p in raw.get("prompts") or []]
         root = Path(data_root) if data_root is not None else default_data_root()
         for spec in raw.get("prompt_files") or []:
             prompts.extend(_prompts_from_file(spec, root, source))
@@ -191,7 +193,7 @@ class Task:
         path = self._path(self.candidate_vocab)
         if not path.is_file():
             raise UserError(f"candidate vocabulary not found: {path}")
-        return [w.strip() for w in path.read_text().splitlines() if w.strip()]
+        return [w.strip() for w in read_text(path).splitlines() if w.strip()]
 
 
 def _apply_aliases(rows: list[dict[str, Any]], aliases: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,26 +222,10 @@ def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> dict[s
         if raw:
             raise UserError(f"{source}: an open-vocabulary task has no verbalizer")
         return {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: 'verbalizer' must map each label to one or more label words")
-    out: dict[str, list[str]] = {}
-    for key, words in raw.items():
-        if str(key) not in labels:
-            raise UserError(
-                f"{source}: verbalizer label '{key}'{did_you_mean(str(key), labels)} is not one "
-                f"of the task's labels ({', '.join(labels)})"
-            )
-        words = [words] if isinstance(words, str) else list(words or [])
-        if not words or not all(isinstance(w, str) and w.strip() for w in words):
-            raise UserError(f"{source}: verbalizer label '{key}' needs at least one label word")
-        out[str(key)] = [w.strip() for w in words]
-    missing = [lab for lab in labels if lab not in out]
-    if missing:
-        raise UserError(f"{source}: verbalizer has no label word for {', '.join(missing)}")
-    return out
+    return Verbalizer.parse(raw, labels, source).to_dict()
 
 
-def _parse_prompt(raw: Any, source: str) -> HumanPrompt:
+def _parse_prompt(raw: Any, labels: list[str] | None, source: str) -> HumanPrompt:
     if isinstance(raw, str):
         return HumanPrompt(raw, source="task file")
     if not isinstance(raw, dict):
@@ -247,8 +233,14 @@ def _parse_prompt(raw: Any, source: str) -> HumanPrompt:
     check_keys(raw, ("template", "name", "source", "verbalizer"), f"{source} (prompts)")
     if "template" not in raw:
         raise UserError(f"{source}: a prompt entry has no 'template'")
+    verbalizer = raw.get("verbalizer")
+    if verbalizer is not None:
+        if labels is None:
+            raise UserError(f"{source}: a prompt of an open-vocabulary task has no verbalizer")
+        verbalizer = Verbalizer.parse(verbalizer, labels,
+                                      f"{source} (prompt {raw['template']!r})").to_dict()
     return HumanPrompt(str(raw["template"]), str(raw.get("name", "")),
-                       str(raw.get("source", "")), raw.get("verbalizer"))
+                       str(raw.get("source", "")), verbalizer)
 
 
 def lama_template(template: str) -> str:
@@ -265,10 +257,15 @@ def _prompts_from_file(spec: Any, root: Path, source: str) -> list[HumanPrompt]:
     if not path.is_file():
         return []  # prompt files live with the data; a missing data root is reported on load
     out = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("template"), str):
+            raise UserError(f"{path}:{n}: expected a JSON object with a 'template' string")
         if spec.get("relation") and rec.get("relation") != spec["relation"]:
             continue
         out.append(HumanPrompt(lama_template(rec["template"]), name=str(spec.get("source", "")),

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .config import load_yaml
 from .registry import Registry
+from .spaces import validate_space
 from .tasks import Task
 from .templates import Template
 
 # a YAML file's top-level ``kind`` -> its validator (returns a one-line summary)
 validators: Registry[Callable[[Path, dict, bool, Path | None], str]] = Registry("YAML kind")
+validators.register("space")(validate_space)
 
 
 @validators.register("task")
@@ -34,5 +36,3 @@ def validate_file(path: str | Path, data: bool = False, data_root: Path | None =
     if kind == "task":
         raw = {k: v for k, v in raw.items() if k != "kind"}
     return validators.get(str(kind))(path, raw, data, data_root)
-
-from . import spaces as _spaces  # noqa: E402,F401  (registers the 'space' validator)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .encoding import EncodedPrompt, PromptEncoder
+from ..core.context import context_length
 from ..core.errors import UserError
+from .encoding import EncodedPrompt, PromptEncoder
 from ..core.templates import Kind
 
 
@@ -81,6 +82,7 @@ class LMBackend(ABC):
         self.name = name
         self.encoder = self.encoder_class(tokenizer)
         self._memo: dict[tuple, object] = {}
+        self.encoder.context.max_length = context_length(model, tokenizer)
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

@@ -17,6 +17,7 @@ from functools import lru_cache
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Field, Kind, Predict, Template, Text, Trigger
+from ..core.context import ContextLimit, fit_to_context
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class PromptEncoder:
         self.tokenizer = tokenizer
         self.prefix_special, self.suffix_special = _special_affixes(tokenizer)
         self._tok = lru_cache(maxsize=65536)(self._tokenize)
+        self.context = ContextLimit()  # the model's length limit, set by the backend
 
     def _tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -108,7 +110,8 @@ class PromptEncoder:
         ids += self._segments_of(query, example, triggers, None, trig_pos, pred, start=len(ids))
         ids += self.suffix_special
         self._check_predict(template, pred[0])
-        return EncodedPrompt(tuple(ids), tuple(trig_pos), pred[0])
+        encoded = EncodedPrompt(tuple(ids), tuple(trig_pos), pred[0])
+        return fit_to_context(self, encoded, template, example, triggers, fewshot, demo_labels)
 
     def _segments(self, template, example, triggers, label, trig_pos, pred):
         return self._segments_of(template.segments, example, triggers, label, trig_pos, pred, 0)

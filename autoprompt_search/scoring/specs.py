@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import UserError
 from ..core.results import PromptResult
 from ..core.tasks import Task
-from ..models.encoding import FewShot
+
+if TYPE_CHECKING:  # torch loads on first use, so bad input is reported without waiting for it
+    from ..models.encoding import FewShot
 
 
 @dataclass
@@ -47,6 +50,8 @@ def result_task(result: PromptResult, data_root=None, split_seed=None) -> Task:
 
 def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
     """A saved result as something to evaluate (the template with its trigger ids)."""
+    from ..models.encoding import FewShot
+
     task = result_task(result, data_root, split_seed)
     fewshot = None
     if result.fewshot:

@@ -200,9 +200,6 @@ class BlackBoxSearcher(Searcher):
 
     def _space(self, ctx: SearchContext) -> SearchSpace:
         space = load_space(self.config.space) if self.config.space else default_space(ctx.task)
-        if space.task is not None and space.task != ctx.task.name:
-            raise UserError(f"the space {space.source} is for task '{space.task}', but the search "
-                            f"runs on '{ctx.task.name}'; pass --task {space.task}")
         if ctx.template and ctx.template not in space.templates:
             space.templates.insert(0, ctx.template)
         space.check_task(ctx.task)

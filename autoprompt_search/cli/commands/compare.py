@@ -9,6 +9,7 @@ import typer
 
 from ...core.devices import DEFAULT_DTYPE
 from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
+from ..checks import out_dir
 
 
 @app.command()
@@ -21,7 +22,7 @@ def compare(
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A template typed here (repeatable).")] = None,
     label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Verbalizer for human/typed prompts: CLASS=word[,word] (repeat per class).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples of the split.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for compare.json, report.html, report.md and plots.")] = Path("compare-report"),
+    out: Annotated[Path, typer.Option("--out", "-o", callback=out_dir, help="Folder for compare.json, report.html, report.md and plots.")] = Path("compare-report"),
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for intervals and the paired test.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     similarity: Annotated[bool, typer.Option("--similarity/--no-similarity", help="Semantic similarity to the human prompts (all-MiniLM-L6-v2).")] = True,

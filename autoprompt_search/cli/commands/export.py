@@ -9,13 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from .. import DataRootOpt, SplitSeedOpt, app, console
+from ..checks import out_path
 
 
 @app.command()
 def export(
     runs: Annotated[list[Path], typer.Argument(help="Run folders, result.json files, or a folder of run folders.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt (template<TAB>label words per line), json (result record, loads with evaluate --prompt-file), jsonl, peft (a soft run as a PEFT prompt-tuning adapter folder) or lm-eval (lm-evaluation-harness task YAMLs and data in a folder).")] = "txt",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (a folder for several prompts as json, and for peft and lm-eval); default: print.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", callback=out_path, help="Output file (a folder for several prompts as json, and for peft and lm-eval); default: print.")] = None,
     fill: Annotated[Optional[Path], typer.Option("--fill", help="A data file (.tsv/.csv/.jsonl): write each prompt filled in with every row.")] = None,
     answer: Annotated[Optional[str], typer.Option("--answer", help="With --fill: text put at [P] (e.g. '[MASK]'); default: the prompt ends where the answer goes.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="With --fill: only the first N rows.")] = None,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ...core.devices import DEFAULT_DTYPE
 from .. import DataRootOpt, DeviceOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, app, console
+from ..checks import out_file
 
 
 @app.command("search-labels")
@@ -22,7 +23,7 @@ def search_labels(
     whole_words: Annotated[bool, typer.Option("--whole-words/--no-whole-words", help="Only whole-word tokens (letters, start of a word).")] = True,
     deny: Annotated[Optional[list[str]], typer.Option("--deny", help="A word never proposed (repeat).")] = None,
     l2: Annotated[float, typer.Option("--l2", min=0.0, help="L2 penalty of the logistic-regression probe.")] = 1e-2,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the verbalizer YAML here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", callback=out_file, help="Write the verbalizer YAML here.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
     dtype: DtypeOpt = DEFAULT_DTYPE,

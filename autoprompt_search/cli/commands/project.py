@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ...core.devices import DEFAULT_DTYPE
+from ..checks import out_file
 from ...core.errors import UserError
 from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
 
@@ -29,7 +30,7 @@ def project(
     ascii_only: Annotated[bool, typer.Option("--ascii-only/--any-script", help="Project onto printable-ASCII tokens only.")] = True,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report to this JSON file.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the report to this JSON file.")] = None,
     dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
 ) -> None:
