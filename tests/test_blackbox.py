@@ -111,7 +111,7 @@ def test_same_seed_same_trials_other_seed_other_trials(toy_task, tiny_causal, sp
     assert params[0][1:] != params[2][1:]  # trial 0 is the enqueued human prompt in both
 
 
-def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path):
+def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path, caplog):
     run = tmp_path / "run"
     _search(toy_task, tiny_causal, run, space=space_file, trials=3, **FAST)
     with pytest.raises(UserError, match="already holds a run"):
@@ -124,21 +124,25 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path)
     changed.prompts.append(HumanPrompt("{sentence} Verdict: [P]"))
     with pytest.raises(UserError, match="choices_hash differ"):
         _search(changed, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
-    # a run killed mid-trial leaves a RUNNING trial in the journal: it is re-run, not lost
+    # a study an older version left (an interrupted trial it failed, one still RUNNING) cannot be
+    # replayed: its RUNNING trial is failed and re-queued, so it is re-run, not lost
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     storage = JournalStorage(JournalFileBackend(str(run / "study.journal")))
     study = optuna.load_study(study_name="run", storage=storage)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     killed = study.ask()
     killed.suggest_categorical("template", ["{sentence} it was [P] .", "{sentence} so it was [P]"])
-    result = _search(toy_task, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
+    with caplog.at_level("WARNING"):
+        result = _search(toy_task, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
+    assert "cannot be replayed" in caplog.text
     records = _log(run)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert len({r["trial"] for r in records}) == 5
     assert result.extra["trials_done"] == 5
     assert json.loads((run / "checkpoint.json").read_text())["trials_done"] == 5
     states = [t.state.name for t in optuna.load_study(study_name="run", storage=storage).trials]
-    assert states.count("FAIL") == 1 and states.count("RUNNING") == 0
+    assert states.count("FAIL") == 2 and states.count("RUNNING") == 0
 
 
 def test_two_coordinators_share_a_database_study(toy_task, tiny_causal, space_file, tmp_path):
