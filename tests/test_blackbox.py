@@ -262,3 +262,113 @@ def test_every_sampler_runs_and_is_recorded(sampler, toy_task, tiny_causal, spac
                      sampler=sampler, storage="memory", population=2, startup_trials=1,
                      **{**FAST, "search_examples": 4})
     assert result.config["sampler"] == sampler and len(_log(tmp_path / "run")) == 3
+
+
+# --- determinism: resume and parallel results ----------------------------------------------
+RECORD_KEYS = ("step", "trial", "state", "value", "partial_accuracy", "examples", "human", "error",
+               "params")
+
+
+def _trials(run):
+    return [{k: r[k] for k in RECORD_KEYS} for r in _log(run)]
+
+
+def _same_result(a: PromptResult, b: PromptResult):
+    assert (a.prompt, a.template, a.trigger_ids, a.fewshot, a.scores) == \
+           (b.prompt, b.template, b.trigger_ids, b.fewshot, b.scores)
+    assert (a.extra["trial"], a.extra["params"]) == (b.extra["trial"], b.extra["params"])
+
+
+class _StopAfter(InProcessPool):
+    """Stops the run (as Ctrl-C would) at its ``stop``-th poll."""
+
+    def __init__(self, evaluator, stop):
+        super().__init__(evaluator)
+        self.polls, self.stop = 0, stop
+
+    def poll(self):
+        self.polls += 1
+        if self.polls == self.stop:
+            raise KeyboardInterrupt
+        return super().poll()
+
+
+class _AnyOrder(InProcessPool):
+    """Several jobs in flight, handed back in a seeded random order (as parallel workers do)."""
+
+    def __init__(self, evaluator, slots, seed):
+        super().__init__(evaluator)
+        self.slots, self.rng = slots, __import__("random").Random(seed)
+
+    @property
+    def free_slots(self):
+        return self.slots - len(self._queue)
+
+    def poll(self):
+        out = []
+        for _ in range(self.rng.randint(1, len(self._queue))):
+            job = self._queue.pop(self.rng.randrange(len(self._queue)))
+            out.append(Outcome(job, scores=self.evaluator.score(job.design, job.examples)))
+        return out
+
+
+def _patch_pool(monkeypatch, factory):
+    def make_pool(workers, *, backend, recipe, task, batch_size, address=None, per_actor=2):
+        return factory(DesignEvaluator(backend, task, batch_size))
+
+    monkeypatch.setattr(blackbox, "make_pool", make_pool)
+
+
+DETERMINISM = dict(trials=14, sampler="tpe", startup_trials=3, **{**FAST, "batch_size": 3})
+
+
+@pytest.mark.parametrize("window,stop", [(1, 5), (1, 23), (3, 2), (3, 17), (3, "ask")])
+def test_a_stopped_run_resumes_as_if_it_never_stopped(window, stop, toy_task, tiny_causal, space_file,
+                                                      tmp_path, monkeypatch, caplog):
+    """Stopped mid-trial (or mid-ask, with part of a trial's params stored), then resumed:
+    the same trials in the same order with the same scores and result as an uninterrupted run."""
+    _fake_scores(monkeypatch)  # so that the Wilcoxon pruner stops some trials
+    opts = dict(space=space_file, trials_in_flight=window, **DETERMINISM)
+    whole = _search(toy_task, tiny_causal, tmp_path / "whole", **opts)
+    run = tmp_path / "run"
+    if stop == "ask":  # the 9th trial's second choice
+        from autoprompt_search.search import blackbox_space
+
+        calls = {"n": 0}
+        real = blackbox_space.suggest
+
+        def suggest(trial, name, dist):
+            calls["n"] += trial.number == 8
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return real(trial, name, dist)
+
+        monkeypatch.setattr(blackbox_space, "suggest", suggest)
+    else:
+        _patch_pool(monkeypatch, lambda ev: _StopAfter(ev, stop))
+    with pytest.raises(KeyboardInterrupt):
+        _search(toy_task, tiny_causal, run, **opts)
+    monkeypatch.undo()
+    _fake_scores(monkeypatch)
+    assert len(_log(run)) < 14  # (none finished yet when stopped at the 2nd poll)
+    with caplog.at_level("WARNING"):
+        resumed = _search(toy_task, tiny_causal, run, resume=True, **opts)
+    assert "cannot be replayed" not in caplog.text
+    assert _trials(run) == _trials(tmp_path / "whole")
+    assert any(r["state"] == "PRUNED" for r in _trials(run))
+    _same_result(resumed, whole)
+
+
+def test_trials_do_not_depend_on_the_order_results_come_back(toy_task, tiny_causal, space_file,
+                                                              tmp_path, monkeypatch):
+    """With 3 trials in flight, results handed back in any order give the same trials."""
+    opts = dict(space=space_file, trials_in_flight=3, **DETERMINISM)
+    one = _search(toy_task, tiny_causal, tmp_path / "one", **opts)
+    for seed in (1, 2):
+        _patch_pool(monkeypatch, lambda ev, s=seed: _AnyOrder(ev, slots=4, seed=s))
+        other = _search(toy_task, tiny_causal, tmp_path / f"any{seed}", **opts)
+        assert _trials(tmp_path / f"any{seed}") == _trials(tmp_path / "one")
+        _same_result(other, one)
+    # a window of 1 is another (still fixed) schedule: TPE sees other histories
+    _search(toy_task, tiny_causal, tmp_path / "w1", **{**opts, "trials_in_flight": 1})
+    assert [r["params"] for r in _trials(tmp_path / "w1")] != [r["params"] for r in _trials(tmp_path / "one")]

@@ -17,7 +17,7 @@ from .results import PromptResult, provenance, write_json
 
 # settings that may change on --resume (budgets, progress display, workers)
 RESUMABLE_CHANGES = {"iterations", "time_budget", "trials", "steps", "workers", "progress",
-                     "ray_address", "patience"}
+                     "ray_address", "patience", "trials_in_flight"}
 
 
 class RunDir:
