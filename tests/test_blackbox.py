@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import optuna
 import pytest
 import yaml
 
 from autoprompt_search.api import run_search, spec_from_result
+from blackbox_helpers import cli_search, same_result, stop_after, tiny_dir, trials  # noqa: F401
 from autoprompt_search.core.errors import UserError
 from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.core.results import PromptResult
@@ -100,7 +102,7 @@ def test_best_design_with_demos_and_triggers_round_trips(toy_task, tiny_causal, 
     assert ev.metrics["accuracy"] == pytest.approx(result.scores["search_accuracy"])
 
 
-def test_same_seed_same_trials_other_seed_other_trials(toy_task, tiny_causal, space_file, tmp_path):
+def test_same_seed_same_trials_other_seed_othertrials(toy_task, tiny_causal, space_file, tmp_path):
     opts = dict(space=space_file, trials=4, sampler="random", pruner="none", storage="memory",
                 **{**FAST, "search_examples": 6})
     a = _search(toy_task, tiny_causal, tmp_path / "a", seed=1, **opts)
@@ -265,20 +267,6 @@ def test_every_sampler_runs_and_is_recorded(sampler, toy_task, tiny_causal, spac
 
 
 # --- determinism: resume and parallel results ----------------------------------------------
-RECORD_KEYS = ("step", "trial", "state", "value", "partial_accuracy", "examples", "human", "error",
-               "params")
-
-
-def _trials(run):
-    return [{k: r[k] for k in RECORD_KEYS} for r in _log(run)]
-
-
-def _same_result(a: PromptResult, b: PromptResult):
-    assert (a.prompt, a.template, a.trigger_ids, a.fewshot, a.scores) == \
-           (b.prompt, b.template, b.trigger_ids, b.fewshot, b.scores)
-    assert (a.extra["trial"], a.extra["params"]) == (b.extra["trial"], b.extra["params"])
-
-
 class _StopAfter(InProcessPool):
     """Stops the run (as Ctrl-C would) at its ``stop``-th poll."""
 
@@ -354,9 +342,9 @@ def test_a_stopped_run_resumes_as_if_it_never_stopped(window, stop, toy_task, ti
     with caplog.at_level("WARNING"):
         resumed = _search(toy_task, tiny_causal, run, resume=True, **opts)
     assert "cannot be replayed" not in caplog.text
-    assert _trials(run) == _trials(tmp_path / "whole")
-    assert any(r["state"] == "PRUNED" for r in _trials(run))
-    _same_result(resumed, whole)
+    assert trials(run) == trials(tmp_path / "whole")
+    assert any(r["state"] == "PRUNED" for r in trials(run))
+    same_result(resumed, whole)
 
 
 def test_trials_do_not_depend_on_the_order_results_come_back(toy_task, tiny_causal, space_file,
@@ -367,8 +355,28 @@ def test_trials_do_not_depend_on_the_order_results_come_back(toy_task, tiny_caus
     for seed in (1, 2):
         _patch_pool(monkeypatch, lambda ev, s=seed: _AnyOrder(ev, slots=4, seed=s))
         other = _search(toy_task, tiny_causal, tmp_path / f"any{seed}", **opts)
-        assert _trials(tmp_path / f"any{seed}") == _trials(tmp_path / "one")
-        _same_result(other, one)
+        assert trials(tmp_path / f"any{seed}") == trials(tmp_path / "one")
+        same_result(other, one)
     # a window of 1 is another (still fixed) schedule: TPE sees other histories
     _search(toy_task, tiny_causal, tmp_path / "w1", **{**opts, "trials_in_flight": 1})
-    assert [r["params"] for r in _trials(tmp_path / "w1")] != [r["params"] for r in _trials(tmp_path / "one")]
+    assert [r["params"] for r in trials(tmp_path / "w1")] != [r["params"] for r in trials(tmp_path / "one")]
+
+
+def test_a_killed_process_resumes_as_if_it_never_stopped(toy_task, space_file, tiny_dir, tmp_path):
+    """The CLI in a real process: SIGKILL mid-run, resume, Ctrl-C (exit 130), resume to the end;
+    the trials and the result are those of an uninterrupted run."""
+    opts = dict(space=space_file, trials=20, sampler="tpe", startup_trials=4,
+                **{**FAST, "batch_size": 2})
+    whole = run_search("optuna", task=toy_task, model=str(tiny_dir), out=tmp_path / "whole", seed=0,
+                       options=opts, progress=False)
+    run = tmp_path / "run"
+    args = ["--strategy", "optuna", "--task", toy_task.source, "--model", str(tiny_dir),
+            "--out", str(run), "--seed", "0"]
+    args += [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    assert stop_after(cli_search(args, run), run, 4, signal.SIGKILL) == -signal.SIGKILL
+    assert stop_after(cli_search([*args, "--resume"], run), run, 9, signal.SIGINT) == 130
+    assert "continues with --resume" in (tmp_path / "run.stderr").read_text()
+    assert len(trials(run)) < 20
+    assert cli_search([*args, "--resume"], run).wait(timeout=240) == 0
+    assert trials(run) == trials(tmp_path / "whole")
+    same_result(PromptResult.load(run), whole)

@@ -237,7 +237,8 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         _load_commands()
-        app(standalone_mode=False)
+        if app(standalone_mode=False) == 130:  # typer turns Ctrl-C into exit code 130, returned here
+            raise KeyboardInterrupt
     except UserError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
