@@ -104,16 +104,75 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
                options: dict[str, Any] | None = None, data_root=None, split_seed=None,
                dtype: str = "float32", backend: LMBackend | None = None,
                progress: bool = True) -> PromptResult:
-    """Run a search strategy and save its result in ``out``."""
+    """Run a search strategy; the searcher saves its result in ``out``.
+
+    ``options`` may be a run's ``config.json``: its context keys (strategy, task, model,
+    seed, ...) are checked against this call's arguments, its strategy keys applied."""
     from .search import SearchContext, strategies
 
-    searcher = strategies.get(strategy).from_options(options or {}, seed=seed)
+    context, settings = split_context_options(options or {})
     task_obj = task if isinstance(task, Task) else load_task(task, data_root, split_seed)
+    check_context(context, strategy=strategy, task=task_obj, model=model, seed=seed, dtype=dtype,
+                  template=template)
+    searcher = strategies.get(strategy).from_options(settings, seed=seed)
     ctx = SearchContext(task=task_obj, model=model, template=template, run=RunDir(out),
                         resume=resume, progress=progress, dtype=dtype, backend_override=backend)
-    result = searcher.search(ctx)
-    ctx.run.save_result(result)
-    return result
+    return searcher.search(ctx)
+
+
+def split_context_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(context keys, strategy settings) of a config mapping such as a run's ``config.json``."""
+    from .search.base import CONTEXT_KEYS
+
+    context = {k: v for k, v in options.items() if k in CONTEXT_KEYS}
+    return context, {k: v for k, v in options.items() if k not in CONTEXT_KEYS}
+
+
+def apply_run_settings(options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """Take a run's settings (strategy, task, model, template, seed, dtype, data seed) out of a
+    config mapping such as a run's ``config.json``; return those to apply, i.e. the ones not
+    in ``given`` (the options given on the command line, which win). The strategy is checked,
+    not overridden; other recorded keys (versions, the task's source) are dropped."""
+    applied: dict[str, Any] = {}
+    names = {"strategy": "strategy", "task": "task", "model": "model", "template": "template",
+             "seed": "seed", "dtype": "dtype", "data_seed": "split_seed"}
+    for key, name in names.items():
+        if key not in options:
+            continue
+        value = options.pop(key)
+        if key == "strategy" and "strategy" in given:
+            options["strategy"] = value  # checked by run_search against --strategy
+        elif name not in given and value is not None:
+            applied[name] = value
+    if "task" in given:
+        options.pop("task_name", None)  # another task on purpose
+    for key in ("versions", "task_source"):
+        options.pop(key, None)
+    return applied
+
+
+def check_context(context: dict[str, Any], *, strategy: str, task: Task, model: str, seed: int,
+                  dtype: str, template: str | None) -> None:
+    """Refuse a config whose recorded run (strategy, task, model, seed, ...) is not this one."""
+    from .core.results import task_reference
+
+    actual = {"strategy": strategy, "model": model, "seed": seed, "dtype": dtype,
+              "task_name": task.name}
+    for key, value in actual.items():
+        if key in context and context[key] != value:
+            raise UserError(f"the config says {key} {context[key]!r} but this search has "
+                            f"{value!r}; drop the key or run with --{key.replace('_', '-')} "
+                            f"{context[key]}")
+    if "task" in context and context["task"] not in (task.name, task_reference(task), task.source):
+        raise UserError(f"the config is for task {context['task']!r}, not {task.name!r} "
+                        f"({task.source}); pass --task {context['task']}")
+    if template is not None and context.get("template") not in (None, template):
+        raise UserError(f"the config's template {context['template']!r} differs from --template "
+                        f"{template!r}")
+    if context.get("data_seed") is not None and not task.data.get("hub") \
+            and context["data_seed"] != task.data_seed:
+        raise UserError(f"the config's data split seed {context['data_seed']} differs from this "
+                        f"task's {task.data_seed}; pass --split-seed {context['data_seed']}")
 
 
 def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,

@@ -142,7 +142,7 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path,
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert len({r["trial"] for r in records}) == 5
     assert result.extra["trials_done"] == 5
-    assert json.loads((run / "checkpoint.json").read_text())["trials_done"] == 5
+    assert json.loads((run / "checkpoint.json").read_text())["state"]["trials_done"] == 5
     states = [t.state.name for t in optuna.load_study(study_name="run", storage=storage).trials]
     assert states.count("FAIL") == 2 and states.count("RUNNING") == 0
 

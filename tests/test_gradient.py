@@ -113,8 +113,10 @@ def test_run_folder_and_export(tiny_causal, toy_task, tmp_path):
     assert (out / "best_prompt.txt").read_text().strip() == saved.prompt
     assert "[T]" not in saved.prompt and "{sentence}" in saved.prompt
     checkpoint = json.loads((out / "checkpoint.json").read_text())
-    assert checkpoint["iteration"] == 6 and checkpoint["best"] == result.trigger_ids
-    assert "rngs" in checkpoint and len(checkpoint["history"]) == 6
+    state = checkpoint["state"]
+    assert state["step"] == 6 and state["strategy"]["best"] == result.trigger_ids
+    assert set(state["rngs"]) == {"python", "numpy"}
+    assert (out / checkpoint["tensors"]["file"]).is_file()  # the torch generator's state
     # evaluate --prompt-file path: the saved prompt re-scores to its dev accuracy
     spec = PromptSpec(toy_task, saved.template, triggers=saved.trigger_ids,
                       verbalizer=saved.verbalizer, model=saved.model)
@@ -219,22 +221,71 @@ def test_resume_after_a_crash_mid_search(tiny_causal, toy_task, tmp_path, monkey
     """A run that dies inside iteration 4 resumes from checkpoint 3 and ends like an unbroken run."""
     opts = {"position": "random", "iterations": 6, "batch_size": 5, "init": "random"}
     full = _search(tiny_causal, toy_task, tmp_path / "full", seed=5, **opts)
-    original = GradientSearch._step
+    original = GradientSearch.step
 
-    def dying_step(self, state, *args):
-        if state["iteration"] == 3:
-            raise KeyboardInterrupt  # the process is killed mid-iteration
-        return original(self, state, *args)
+    def dying_step(self, ctx, state):
+        if state.step == 3:
+            raise RuntimeError("the process dies mid-iteration")
+        return original(self, ctx, state)
 
-    monkeypatch.setattr(GradientSearch, "_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(GradientSearch, "step", dying_step)
+    with pytest.raises(RuntimeError, match="dies"):
         _search(tiny_causal, toy_task, tmp_path / "run", seed=5, **opts)
     assert not (tmp_path / "run" / "result.json").exists()
-    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["iteration"] == 3
-    monkeypatch.setattr(GradientSearch, "_step", original)
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["state"]["step"] == 3
+    monkeypatch.setattr(GradientSearch, "step", original)
     resumed = run_search("gradient", task=toy_task, model="tiny-causal", template=TEMPLATE,
                          out=tmp_path / "run", seed=5, resume=True, backend=tiny_causal,
                          options={"iterations": 6, "k": 8, **opts}, progress=False)
     assert resumed.trigger_ids == full.trigger_ids and resumed.scores == full.scores
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").open()]
     assert steps == list(range(7))
+
+
+def test_a_runs_config_json_repeats_the_run_with_config(tiny_causal, toy_task, tmp_path,
+                                                          monkeypatch, capsys):
+    """`search --config RUN/config.json` applies the run's strategy, task, model, template and
+    seed (options given on the command line win) and gives the same result."""
+    import sys
+
+    import yaml
+
+    from autoprompt_search.cli import main
+
+    model_dir = tmp_path / "model"
+    tiny_causal.model.save_pretrained(model_dir)
+    tiny_causal.tokenizer.save_pretrained(model_dir)
+    task_file = tmp_path / "toy.yaml"
+    task_file.write_text(yaml.safe_dump({
+        "name": "toy", "data": {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+        "fields": ["sentence"], "labels": ["negative", "positive"],
+        "verbalizer": {"negative": ["bad"], "positive": ["great"]}}))
+
+    def cli(*args):
+        monkeypatch.setattr(sys, "argv", ["autoprompt-search", *args])
+        try:
+            main()
+        except SystemExit as exc:
+            return int(exc.code or 0), capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    code, err = cli("search", "--strategy", "gradient", "--task", str(task_file), "--model",
+                    str(model_dir), "--template", TEMPLATE, "--out", str(tmp_path / "a"),
+                    "--seed", "2", "--iterations", "3", "--k", "4", "--batch-size", "5",
+                    "--init", "random")
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path / "a")  # the config names the task by absolute path
+    code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    a, b = PromptResult.load(tmp_path / "a"), PromptResult.load(tmp_path / "b")
+    assert (b.prompt, b.trigger_ids, b.scores, b.seed) == (a.prompt, a.trigger_ids, a.scores, 2)
+    assert {**b.config, "versions": None} == {**a.config, "versions": None}
+    # an option on the command line wins over the file
+    code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "c"),
+                    "--seed", "3")
+    assert code == 0, err
+    assert PromptResult.load(tmp_path / "c").seed == 3
+    # another strategy is refused in one line, not with the gradient keys as unknown
+    code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "d"),
+                    "--strategy", "soft")
+    assert code == 2 and "error:" in err and "strategy 'gradient'" in err and "Traceback" not in err

@@ -123,7 +123,7 @@ def collect_prompts(task: str | Path | None, found: list[Path] | None = None, hu
         return name
 
     for rp, res in results:
-        if res.task not in (task_obj.name, str(task)):
+        if not res.is_for(task_obj):
             raise UserError(f"{rp} was found for task '{res.task}', not '{task_obj.name}'; "
                             "compare prompts of one task at a time")
         # few-shot demonstrations come from the split the search used

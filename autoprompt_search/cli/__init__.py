@@ -154,7 +154,7 @@ def search(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for config, checkpoints, log and result.")] = Path("runs/search"),
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of strategy settings.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of strategy settings, or a run's config.json (its strategy, task, model, template and seed apply unless given).")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
     dtype: DtypeOpt = "float32",
@@ -166,7 +166,7 @@ def search(
 
       autoprompt-search search --strategy gradient --task sst-2 --template "{sentence} [T] [T] [T] [P] ." --out runs/sst2
     """
-    from ..api import run_search
+    from ..api import apply_run_settings, run_search
     from ..search import strategies
 
     searcher_cls = strategies.get(strategy)
@@ -179,6 +179,15 @@ def search(
         console.print(table)
         return
     options = load_yaml(config) if config else {}
+    if config:  # a run's config.json: its run settings apply unless given on the command line
+        given = {name for name in ("strategy", "task", "model", "template", "seed", "dtype", "split_seed")
+                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
+        applied = apply_run_settings(options, given)
+        strategy = applied.pop("strategy", strategy)
+        task, model, template = (applied.pop(k, v) for k, v in
+                                 (("task", task), ("model", model), ("template", template)))
+        seed, dtype, split_seed = (applied.pop(k, v) for k, v in
+                                   (("seed", seed), ("dtype", dtype), ("split_seed", split_seed)))
     options.update(_extra_options(ctx.args))
     result = run_search(strategy, task=str(task), model=model, template=template, out=out, seed=seed,
                         resume=resume, options=options, data_root=data_root, split_seed=split_seed,

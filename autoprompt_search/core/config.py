@@ -146,3 +146,9 @@ def field_help(cls: type) -> list[tuple[str, str, Any]]:
 
 def dump_json(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def resumable_fields(cls: type) -> set[str]:
+    """The fields of a dataclass config declared ``metadata={"resumable": True}``: settings
+    (budgets, display, workers) that may change when a run is resumed."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable")}

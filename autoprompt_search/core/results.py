@@ -12,10 +12,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import check_keys, to_jsonable
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 RESULT_FORMAT = "autoprompt-search/prompt-result"
 
@@ -54,6 +57,21 @@ def provenance() -> dict[str, str]:
     return versions
 
 
+def task_reference(task: Task) -> str:
+    """How a result names its task so that it reloads from any working directory: the
+    shipped task's name, else the task file's absolute path (a task built in memory, with
+    no file, by its name)."""
+    from .tasks import available_tasks
+
+    source = Path(task.source)
+    shipped = available_tasks().get(task.name)
+    if shipped is not None and source.is_file() and source.resolve() == shipped.resolve():
+        return task.name
+    if source.suffix in (".yaml", ".yml") and source.is_file():
+        return str(source.resolve())
+    return task.name
+
+
 @dataclass
 class PromptResult:
     """A prompt found (or written) for a task, with its scores and provenance."""
@@ -84,6 +102,13 @@ class PromptResult:
         write_json(folder / "result.json", self.to_dict())
         atomic_write(folder / "best_prompt.txt", self.prompt + "\n")
         return folder / "result.json"
+
+    def is_for(self, task: Task) -> bool:
+        """Whether this result was found for ``task`` (by reference, file or name)."""
+        return self.task in (task.name, task_reference(task)) or (
+            Path(self.task).suffix in (".yaml", ".yml") and Path(self.task).is_file()
+            and Path(task.source).is_file()
+            and Path(self.task).resolve() == Path(task.source).resolve())
 
     @classmethod
     def load(cls, path: str | Path) -> PromptResult:

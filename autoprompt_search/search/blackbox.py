@@ -34,9 +34,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from ..core.errors import UserError
-from ..core.results import PromptResult, write_json
+from ..core.results import PromptResult, task_reference, write_json
 from ..core.spaces import SearchSpace, default_space, load_space
-from ..core.tasks import available_tasks
 from ..core.templates import Template
 from .base import SearchContext, Searcher, strategies
 from .blackbox_schedule import TrialScheduler, align, replay
@@ -68,11 +67,12 @@ class OptunaConfig:
     space: str = field(default="", metadata={"help": "Search-space YAML file or shipped space name "
                                                      "(default: search_spaces/<task>.yaml)."})
     trials: int = field(default=50, metadata={"help": "Trials in total, human prompts included "
-                                                      "(completed + pruned + failed)."})
+                                                      "(completed + pruned + failed).", "resumable": True})
     workers: int = field(default=1, metadata={"help": "Scoring workers: 1 runs in-process without Ray; "
-                                                      "more start a Ray actor pool."})
+                                                      "more start a Ray actor pool.", "resumable": True})
     ray_address: str = field(default="", metadata={"help": "Join a Ray cluster: 'auto' or HOST:PORT "
-                                                           "(default: start Ray on this machine)."})
+                                                           "(default: start Ray on this machine).",
+                                                   "resumable": True})
     sampler: SamplerName = field(default=SamplerName.tpe,
                                  metadata={"help": "tpe (constant_liar), nsga2 or random."})
     startup_trials: int = field(default=10, metadata={"help": "TPE: random trials before modelling."})
@@ -91,7 +91,8 @@ class OptunaConfig:
     per_actor: int = field(default=2, metadata={"help": "Jobs in flight per Ray actor."})
     trials_in_flight: int = field(default=0, metadata={
         "help": "Trials scored at once (asked before the earlier ones are told); 0: 1 in-process, "
-                "else workers x per-actor. The same seed and value give the same trials."})
+                "else workers x per-actor. The same seed and value give the same trials.",
+        "resumable": True})
     plots: bool = field(default=True, metadata={"help": "Save optimisation-history and "
                                                         "parameter-importance plots (PNG)."})
 
@@ -169,7 +170,7 @@ class BlackBoxSearcher(Searcher):
         space = self._space(ctx)
         config = self.resolved_config(ctx)
         if ctx.run is not None:
-            ctx.run.start(config, ctx.resume)
+            ctx.run.start(config, ctx.resume, self.resumable_keys())
         if ctx.resume and cfg.storage == "journal" and not (ctx.run.path / "study.journal").exists():
             raise UserError(f"--resume: {ctx.run.path} has no study.journal to continue")
         demo_pool, search = pick_examples(ctx.task, space, cfg.search_splits, cfg.search_examples,
@@ -207,6 +208,7 @@ class BlackBoxSearcher(Searcher):
                 result.extra["plots"] = save_plots(study, ctx.run.path)
             write_json(ctx.run.path / "trials.json", [record(t, i) for i, t in
                                                       enumerate(finished(study), 1)])
+            ctx.run.save_result(result)  # (until this strategy runs on the base loop)
         return result
 
     def _open_study(self, ctx, bound: BoundSpace, storage, study_name: str, exists: bool,
@@ -322,11 +324,8 @@ class BlackBoxSearcher(Searcher):
         if design.fewshot is not None:
             fewshot = {"instruction": design.instruction, "demo_ids": [d.id for d in design.demos],
                        "split": bound.space.demos.split, "separator": design.separator}
-        task_ref = ctx.task.name if ctx.task.name in available_tasks() else ctx.task.source
-        if task_ref == ctx.task.source and Path(task_ref).is_file():
-            task_ref = str(Path(task_ref).resolve())  # a task file: reloadable from anywhere
         return PromptResult(
-            task=task_ref, template=design.template, prompt=template.render(tokens),
+            task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
             scores=scores, config=config,

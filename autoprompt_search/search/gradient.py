@@ -26,12 +26,11 @@ Forward passes that run out of memory are retried with half the batch. The objec
 
 from __future__ import annotations
 
-import base64
-import time
+import enum
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from ..core.data import Example
 from ..core.errors import UserError
@@ -52,27 +51,35 @@ from ..core.tokens import (
     top_candidates,
     unique_changed,
 )
-from .base import SearchContext, Searcher, strategies
+from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
 
-POSITION_POLICIES = ("random", "cycle", "gcg")
-INIT_CHOICES = ("neutral", "random", "human")
+class Position(str, enum.Enum):
+    """Which trigger positions a step changes."""
+
+    random = "random"
+    cycle = "cycle"
+    gcg = "gcg"
+
+
+class GradientInit(str, enum.Enum):
+    """The initial triggers."""
+
+    neutral = "neutral"
+    random = "random"
+    human = "human"
 
 
 @dataclass
-class GradientConfig:
+class GradientConfig(SearchConfig):
     num_triggers: int = field(default=5, metadata={
         "help": "Trigger slots when no --template is given (template: '{field} [T]... [P]')."})
     k: int = field(default=32, metadata={"help": "Candidate tokens per trigger position (top-k)."})
-    position: str = field(default="random", metadata={
+    position: Position = field(default=Position.random, metadata={
         "help": "Which positions change: random (AutoPrompt: one random position), cycle (each "
                 "position in turn) or gcg (candidates mixing all positions)."})
     num_candidates: int = field(default=0, metadata={
         "help": "Candidates per iteration for position=gcg (0: k)."})
-    iterations: int = field(default=50, metadata={"help": "Iteration budget."})
-    time_budget: float = field(default=0.0, metadata={
-        "help": "Seconds budget (0: none); the search stops after the iteration that passes it."})
-    patience: int = field(default=0, metadata={
-        "help": "Stop after this many iterations without a better dev score (0: never)."})
+    iterations: int = field(default=50, metadata={"help": "Iteration budget.", "resumable": True})
     batch_size: int = field(default=32, metadata={
         "help": "Training examples per iteration (all of them if the split is smaller)."})
     accumulation_steps: int = field(default=1, metadata={
@@ -84,7 +91,7 @@ class GradientConfig:
         "help": "At most this many tokens (rows x padded width) per forward pass; smaller "
                 "passes use the CPU cache better; halved on out-of-memory."})
     eval_batch_size: int = field(default=64, metadata={"help": "Examples per forward pass on dev."})
-    init: str = field(default="neutral", metadata={
+    init: GradientInit = field(default=GradientInit.neutral, metadata={
         "help": "Initial triggers: neutral ([MASK] for masked LMs, else --init-word), random "
                 "(allowed tokens) or human (the words of a human prompt before [P])."})
     init_word: str = field(default="the", metadata={
@@ -100,20 +107,28 @@ class GradientConfig:
     deny: list[str] = field(default_factory=list, metadata={
         "help": "Words never used as triggers (comma-separated)."})
 
+    budget_field: ClassVar[str] = "iterations"
+
     def __post_init__(self) -> None:
-        if self.position not in POSITION_POLICIES:
-            raise UserError(f"position must be one of {', '.join(POSITION_POLICIES)}, "
-                            f"got {self.position!r}")
-        if self.init not in INIT_CHOICES:
-            raise UserError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
+        super().__post_init__()
+        self.position = _choice(Position, self.position, "position")
+        self.init = _choice(GradientInit, self.init, "init")
         for name in ("k", "iterations", "batch_size", "accumulation_steps", "forward_batch",
                      "forward_tokens", "eval_batch_size", "num_triggers"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, "
                                 f"got {getattr(self, name)}")
-        for name in ("num_candidates", "patience", "time_budget"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name.replace('_', '-')} must be 0 or more")
+        if self.num_candidates < 0:
+            raise UserError("num-candidates must be 0 or more")
+
+
+def _choice(enum_cls: type[enum.Enum], value, name: str):
+    """``value`` as a member of ``enum_cls`` (configs built in Python may pass plain strings)."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum_cls)
+        raise UserError(f"{name} must be one of {choices}, got {value!r}") from None
 
 
 @dataclass
@@ -178,7 +193,7 @@ class GradientSearch(Searcher):
         """The template to search and, for init=human, the human prompt's trigger ids."""
         cfg = self.config
         backend = ctx.backend
-        if cfg.init == "human":
+        if cfg.init == GradientInit.human:
             return human_trigger_template(ctx.task, backend, cfg.init_prompt, ctx.template)
         if ctx.template:
             return ctx.template, None
@@ -191,7 +206,7 @@ class GradientSearch(Searcher):
         n = template.num_triggers
         if human is not None:
             return human
-        if cfg.init == "random":
+        if cfg.init == GradientInit.random:
             pool = allowed.nonzero()[:, 0]
             for _ in range(100):
                 pick = pool[torch.randint(len(pool), (n,), generator=self.torch_rng)].tolist()
@@ -211,11 +226,11 @@ class GradientSearch(Searcher):
                 out.append(ids[0])
         return out
 
-    def search(self, ctx: SearchContext) -> PromptResult:
+    def setup(self, ctx: SearchContext) -> None:
         cfg = self.config
         task = ctx.task
         backend = ctx.backend
-        template_src, human = self._template(ctx)
+        template_src, self.human = self._template(ctx)
         template = Template.parse(template_src, task.fields)
         if template.num_triggers == 0:
             raise UserError(f"template {template_src!r} has no [T] slot to search; add some, e.g. "
@@ -234,65 +249,47 @@ class GradientSearch(Searcher):
         if not allowed.any():
             raise UserError("the token filters leave no candidate token; relax --whole-words, "
                             "--ascii-only or --deny")
-        config = {**self.resolved_config(ctx), "template": template_src}
-        state = ctx.run.start(config, ctx.resume) if ctx.run is not None else None
-        fresh = state is None
-        current = self._initial(template, backend, allowed, human) if fresh else state["current"]
-        # every example's prefix (before the first trigger) is run once for the whole search
-        train = objective.encode(targets.examples["train"], current, targets.columns["train"])
-        dev = objective.encode(targets.examples["dev"], current, targets.columns["dev"])
-        if fresh:
-            dev_acc, dev_loss = self._dev(objective, dev, current)
-            state = {"iteration": 0, "current": current, "best": list(current),
-                     "best_dev_accuracy": dev_acc, "best_dev_loss": dev_loss,
-                     "initial_dev_accuracy": dev_acc, "current_loss": None, "since_best": 0,
-                     "elapsed": 0.0, "stopped": None, "history": []}
-            if ctx.run is not None:
-                ctx.run.log({"step": 0, "triggers": current, "dev_accuracy": dev_acc,
-                             "dev_loss": dev_loss, "time": 0.0})
-                self._checkpoint(ctx, state)
-        else:
-            self._restore_rngs(state["rngs"])
-            ctx.run.truncate_log(state["iteration"])
-            state["stopped"] = None  # budgets may have been raised for the resumed run
-        self._loop(ctx, state, template, objective, train, dev, allowed)
-        return self._result(ctx, state, template, template_src, scorer, objective, train,
-                            targets.skipped)
+        self.template_source, self.template = template_src, template
+        self.scorer, self.objective, self.targets, self.allowed = scorer, objective, targets, allowed
+        self.emb = backend.input_embeddings()
 
-    # --- the loop -------------------------------------------------------------------------------
-    def _loop(self, ctx, state, template, objective, train, dev, allowed) -> None:
-        cfg = self.config
-        backend = ctx.backend
-        emb = backend.input_embeddings()
-        started = time.perf_counter() - state["elapsed"]
-        bar = tqdm(total=cfg.iterations, initial=state["iteration"], desc="gradient search",
-                   unit="it", disable=not ctx.progress)
-        bar.set_postfix(best_dev=f"{state['best_dev_accuracy']:.3f}")
-        try:
-            while state["stopped"] is None and state["iteration"] < cfg.iterations:
-                if cfg.time_budget and time.perf_counter() - started >= cfg.time_budget:
-                    state["stopped"] = "time budget"
-                    break
-                record = self._step(state, template, objective, train, dev, allowed, emb, backend)
-                state["elapsed"] = time.perf_counter() - started
-                record["time"] = round(state["elapsed"], 3)
-                if cfg.patience and state["since_best"] >= cfg.patience:
-                    state["stopped"] = "patience"
-                elif state["iteration"] >= cfg.iterations:
-                    state["stopped"] = "iterations"
-                state["history"].append({k: record[k] for k in ("step", "loss", "accepted",
-                                                                  "dev_accuracy")})
-                if ctx.run is not None:
-                    ctx.run.log(record)
-                    self._checkpoint(ctx, state)
-                bar.update(1)
-                bar.set_postfix(best_dev=f"{state['best_dev_accuracy']:.3f}",
-                                loss=f"{state['current_loss']:.3f}")
-        finally:
-            bar.close()
-        if state["stopped"] is None:
-            state["stopped"] = "iterations"
+    def _encode(self) -> None:
+        """Encode the examples once for the whole search (with the current triggers; their
+        slots are overwritten at each step), running every prefix before the first trigger."""
+        objective, targets = self.objective, self.targets
+        self.train = objective.encode(targets.examples["train"], self.current, targets.columns["train"])
+        self.dev = objective.encode(targets.examples["dev"], self.current, targets.columns["dev"])
 
+    def init_state(self, ctx: SearchContext) -> None:
+        self.current = self._initial(self.template, ctx.backend, self.allowed, self.human)
+        self.best = list(self.current)
+        self.current_loss: float | None = None
+        self.accepted = True  # the starting triggers are scored first
+        self._encode()
+
+    def position(self) -> dict:
+        return {"triggers": self.current}
+
+    def state_dict(self) -> tuple[dict, dict]:
+        return {"current": self.current, "best": self.best, "current_loss": self.current_loss,
+                "accepted": self.accepted}, {}
+
+    def load_state_dict(self, data: dict, tensors: dict) -> None:
+        self.current, self.best = [int(t) for t in data["current"]], [int(t) for t in data["best"]]
+        self.current_loss, self.accepted = data["current_loss"], bool(data["accepted"])
+        self._encode()
+
+    def needs_evaluation(self) -> bool:
+        return self.accepted  # the dev score changes only when the triggers do
+
+    def evaluate(self, ctx: SearchContext) -> Score:
+        acc, loss = self._dev(self.objective, self.dev, self.current)
+        return Score(acc, loss, {"dev_accuracy": acc, "dev_loss": loss})
+
+    def keep_best(self, state: SearchState) -> None:
+        self.best = list(self.current)
+
+    # --- one step -------------------------------------------------------------------------------
     def _batches(self, train: EncodedBatch) -> list[EncodedBatch]:
         """``accumulation_steps`` training batches (all examples if there are few)."""
         cfg = self.config
@@ -305,23 +302,24 @@ class GradientSearch(Searcher):
                                                                cfg.batch_size))))
         return out
 
-    def _step(self, state, template, objective, train, dev, allowed, emb, backend) -> dict:
+    def step(self, ctx: SearchContext, state: SearchState) -> dict:
         cfg = self.config
-        current = torch.tensor(state["current"])
-        batches = self._batches(train)
+        objective, backend, template = self.objective, ctx.backend, self.template
+        current = torch.tensor(self.current)
+        batches = self._batches(self.train)
         grad = None
         for batch in batches:
-            g, batch_loss = objective.gradient(batch, state["current"])
+            g, batch_loss = objective.gradient(batch, self.current)
             grad = g if grad is None else grad + g
-        cand_allowed = allowed.clone()
-        top = top_candidates(grad, emb, cfg.k, cand_allowed)
-        num_pos = len(state["current"])
-        if cfg.position == "gcg":
+        cand_allowed = self.allowed.clone()
+        top = top_candidates(grad, self.emb, cfg.k, cand_allowed)
+        num_pos = len(self.current)
+        if cfg.position == Position.gcg:
             rows = gcg_candidates(current, top, cfg.num_candidates or cfg.k, self.torch_rng)
             positions = sorted({int(p) for p in (rows != current).float().argmax(1).tolist()})
         else:
-            pos = (self.rng.randrange(num_pos) if cfg.position == "random"
-                   else state["iteration"] % num_pos)
+            pos = (self.rng.randrange(num_pos) if cfg.position == Position.random
+                   else state.step % num_pos)
             rows = single_position_candidates(current, top, pos)
             positions = [pos]
         rows = unique_changed(rows, current)
@@ -337,24 +335,14 @@ class GradientSearch(Searcher):
             i = int(torch.argmin(cand_losses))
             best_cand_loss = float(cand_losses[i])
             if best_cand_loss < current_loss:
-                state["current"] = rows[i].tolist()
+                self.current = rows[i].tolist()
                 current_loss = best_cand_loss
                 accepted = True
-        state["iteration"] += 1
-        state["current_loss"] = current_loss
-        record = {"step": state["iteration"], "positions": positions, "loss": current_loss,
-                  "best_candidate_loss": best_cand_loss, "candidates": tried,
-                  "scored": len(rows), "accepted": accepted, "triggers": state["current"],
-                  "dev_accuracy": None}
-        state["since_best"] += 1
-        if accepted:
-            dev_acc, dev_loss = self._dev(objective, dev, state["current"])
-            record.update(dev_accuracy=dev_acc, dev_loss=dev_loss)
-            if (dev_acc, -dev_loss) > (state["best_dev_accuracy"], -state["best_dev_loss"]):
-                state.update(best=list(state["current"]), best_dev_accuracy=dev_acc,
-                             best_dev_loss=dev_loss, since_best=0)
-        record["best_dev_accuracy"] = state["best_dev_accuracy"]
-        return record
+        self.current_loss, self.accepted = current_loss, accepted
+        return {"positions": positions, "loss": current_loss,
+                "best_candidate_loss": best_cand_loss, "candidates": tried,
+                "scored": len(rows), "accepted": accepted, "triggers": self.current,
+                "dev_accuracy": None}
 
     def _dev(self, objective: TriggerObjective, dev: EncodedBatch,
              triggers: list[int]) -> tuple[float, float]:
@@ -365,56 +353,26 @@ class GradientSearch(Searcher):
         loss = float(-torch.log_softmax(scores, -1).gather(1, gold[:, None]).mean())
         return acc, loss
 
-    # --- state ----------------------------------------------------------------------------------
-    def _rng_state(self) -> dict:
-        version, internal, gauss = self.rng.getstate()
-        return {"python": [version, list(internal), gauss],
-                "torch": base64.b64encode(self.torch_rng.get_state().numpy().tobytes()).decode(),
-                "numpy": self.np_rng.bit_generator.state}
-
-    def _restore_rngs(self, saved: dict) -> None:
-        version, internal, gauss = saved["python"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        raw = torch.frombuffer(bytearray(base64.b64decode(saved["torch"])), dtype=torch.uint8)
-        self.torch_rng.set_state(raw.clone())
-        self.np_rng.bit_generator.state = saved["numpy"]
-
-    def _checkpoint(self, ctx: SearchContext, state: dict) -> None:
-        state["rngs"] = self._rng_state()
-        ctx.run.save_checkpoint(state)
-
     # --- result ---------------------------------------------------------------------------------
-    def _result(self, ctx, state, template, template_src, scorer, objective, train,
-                skipped) -> PromptResult:
-        backend = ctx.backend
-        best = [int(t) for t in state["best"]]
+    def result(self, ctx: SearchContext, state: SearchState) -> PromptResult:
+        backend, template, template_src = ctx.backend, self.template, self.template_source
+        best = [int(t) for t in self.best]
         texts = token_texts(backend.tokenizer)
         tokens = [texts[t] for t in best]
-        train_acc, train_loss = self._dev(objective, train, best)
+        train_acc, train_loss = self._dev(self.objective, self.train, best)
         return PromptResult(
-            task=task_reference(ctx.task), template=template_src,
+            task=ctx.task.name, template=template_src,
             prompt=render_prompt(backend.tokenizer, template, best),
             model=backend.name, strategy=self.name, seed=self.seed,
-            verbalizer=dict(scorer.verbalizer), trigger_ids=best, trigger_tokens=tokens,
-            scores={"dev_accuracy": state["best_dev_accuracy"], "dev_loss": state["best_dev_loss"],
+            verbalizer=dict(self.scorer.verbalizer), trigger_ids=best, trigger_tokens=tokens,
+            scores={"dev_accuracy": state.best_accuracy, "dev_loss": state.best_loss,
                     "train_accuracy": train_acc, "train_loss": train_loss,
-                    "initial_dev_accuracy": state["initial_dev_accuracy"]},
-            config={**self.resolved_config(ctx), "template": template_src},
-            extra={"iterations": state["iteration"], "stopped": state["stopped"],
-                   "seconds": round(state["elapsed"], 1),
+                    "initial_dev_accuracy": state.initial_accuracy},
+            extra={"iterations": state.step, "stopped": state.stopped,
+                   "seconds": round(state.elapsed, 1),
                    "retokenizes": retokenizes(backend.tokenizer, template, best),
-                   "skipped_multi_token": skipped},
+                   "skipped_multi_token": self.targets.skipped},
         )
-
-
-def task_reference(task) -> str:
-    """How a result names its task so ``evaluate --prompt-file`` can load it again:
-    the shipped task's name, else the task file's path."""
-    from ..core.tasks import available_tasks
-
-    if task.name in available_tasks() or not task.source.endswith((".yaml", ".yml")):
-        return task.name
-    return task.source
 
 
 def human_trigger_template(task, backend: LMBackend, prompt_name: str = "",

@@ -69,7 +69,7 @@ class PezSearch(ContinuousSearch):
         return {"accuracy": ev.metrics["accuracy"], "loss": ev.metrics["loss"], "ids": ids,
                 "round_trips": True}
 
-    def finish(self, ctx, scorer, best, allowed, history):
+    def finish(self, ctx, scorer, best, allowed, history, seconds):
         backend, task = ctx.backend, ctx.task
         ids = [int(i) for i in best["ids"]]
         if not best.get("round_trips", False):
@@ -88,6 +88,6 @@ class PezSearch(ContinuousSearch):
             model=backend.name, strategy=self.name, seed=self.seed, verbalizer=scorer.scorer.verbalizer,
             trigger_ids=ids, trigger_tokens=[backend.encoder.decode_trigger(i) for i in ids],
             scores=scores, config=config,
-            extra={"best_step": best["step"], "seconds": round(self.elapsed, 1), "init_ids": self.init_ids,
+            extra={"best_step": best["step"], "seconds": round(seconds, 1), "init_ids": self.init_ids,
                    "distinct_projections": distinct},
         )

@@ -6,8 +6,9 @@ minimises the cross-entropy of the gold class score (plus optional terms: the
 fluency of the nearest tokens, and a pull towards the embeddings of an anchor
 text, as in Khashabi et al.'s waywardness test). Every ``eval_every`` steps the
 vectors are scored on the dev split; the best dev vectors are kept (accuracy,
-then loss). The run folder holds checkpoints (``checkpoint.json`` +
-``checkpoint.pt``), ``log.jsonl``, the soft prompt (``soft_prompt.safetensors`` +
+then loss). The loop, budgets and checkpoints are the base class's
+(:mod:`autoprompt_search.search.base`; the vectors and the optimiser state are
+checkpointed in safetensors). The run folder holds ``log.jsonl``, the checkpoint, the soft prompt (``soft_prompt.safetensors`` +
 ``soft_prompt.json``) and a ``result.json`` whose trigger ids are the soft prompt's
 nearest-token projection.
 """
@@ -15,12 +16,10 @@ nearest-token projection.
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
@@ -33,10 +32,9 @@ from ..scoring.softprompt import (
     projection_mask,
     render_triggers,
     round_trips,
-    save_tensor_state,
 )
 from ..core.templates import Template, Text
-from .base import SearchContext, Searcher, strategies
+from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
 
 
 class Init(str, enum.Enum):
@@ -62,8 +60,10 @@ assert {m.value for m in DistanceMetric} == set(METRICS)
 
 
 @dataclass
-class ContinuousConfig:
+class ContinuousConfig(SearchConfig):
     """Settings shared by the ``soft`` and ``pez`` strategies."""
+
+    budget_field: ClassVar[str] = "steps"
 
     init: Init = field(default=Init.human, metadata={
         "help": "Initial vectors: embeddings of a human prompt's words (human), of random "
@@ -73,7 +73,7 @@ class ContinuousConfig:
         "help": "Name of the human prompt whose words initialise the vectors (default: the task's first)."})
     num_tokens: int | None = field(default=None, metadata={
         "help": "[T] slots when no --template is given: '{field} [T]*N [P]' (default 5)."})
-    steps: int = field(default=100, metadata={"help": "Optimisation steps."})
+    steps: int = field(default=100, metadata={"help": "Optimisation steps.", "resumable": True})
     lr: float = field(default=0.01, metadata={"help": "Learning rate."})
     optimizer: Optim = field(default=Optim.adamw, metadata={"help": "adam, adamw or sgd."})
     weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the optimiser."})
@@ -96,6 +96,7 @@ class ContinuousConfig:
                 "(causal LMs)."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("steps", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -128,10 +129,12 @@ class SoftConfig(ContinuousConfig):
 
 
 class ContinuousSearch(Searcher):
-    """The training loop shared by ``soft`` and ``pez``: seeded batches, dev selection,
-    checkpoint/resume. Subclasses define the step loss and how a state is scored on dev."""
+    """What ``soft`` and ``pez`` share on the base loop: continuous vectors in the [T] slots,
+    an optimiser, seeded batches (a function of seed and step), dev selection. Subclasses
+    define the step loss, how a state is scored on dev, and the result."""
 
     Config = ContinuousConfig
+    unit = "step"
 
     # --- setup ------------------------------------------------------------------
     def _template(self, ctx: SearchContext) -> Template:
@@ -205,7 +208,7 @@ class ContinuousSearch(Searcher):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         return torch.randperm(n, generator=gen)[: self.config.batch_size].tolist()
 
-    # --- hooks ------------------------------------------------------------------
+    # --- what soft and pez differ in -------------------------------------------
     def step_loss(self, ctx, scorer, prompts, gold, vectors, allowed, rows) -> tuple[torch.Tensor, dict]:
         """Loss of a batch (``rows``: the prompts' rows in ``self.train_cache``); sets vectors.grad."""
         raise NotImplementedError
@@ -214,81 +217,81 @@ class ContinuousSearch(Searcher):
         """Score the current state on dev: {'accuracy', 'loss', ...} (+ 'ids' for hard prompts)."""
         raise NotImplementedError
 
-    def finish(self, ctx, scorer, best: dict[str, Any], allowed, history) -> PromptResult:
+    def finish(self, ctx, scorer, best: dict[str, Any], allowed, history, seconds: float) -> PromptResult:
         raise NotImplementedError
 
-    # --- the loop -----------------------------------------------------------------
-    def search(self, ctx: SearchContext) -> PromptResult:
+    # --- the base loop's hooks ----------------------------------------------------
+    def setup(self, ctx: SearchContext) -> None:
         cfg = self.config
         backend = ctx.backend
         if cfg.fluency_weight > 0:
             require_causal(backend)
         template = self._template(ctx)
-        scorer = SoftScorer(backend, ctx.task, template)
-        allowed = projection_mask(backend, whole_words=cfg.whole_words, ascii_only=cfg.ascii_only)
+        self.template_source = template.source
+        self.scorer = scorer = SoftScorer(backend, ctx.task, template)
+        self.allowed = projection_mask(backend, whole_words=cfg.whole_words, ascii_only=cfg.ascii_only)
         train = self._subset(ctx.task.examples("train"), cfg.train_limit)
-        dev = self._subset(ctx.task.examples("dev"), cfg.dev_limit)
-        prompts = scorer.encode(train)
-        gold = [ex.label for ex in train]
-        self.train_cache = scorer.cache(prompts)  # the text before the first [T], run once
-        self.dev_cache = scorer.cache(scorer.encode(dev))
-        embeddings = backend.input_embeddings().detach()
+        self.dev = self._subset(ctx.task.examples("dev"), cfg.dev_limit)
+        self.prompts = scorer.encode(train)
+        self.gold = [ex.label for ex in train]
+        self.train_cache = scorer.cache(self.prompts)  # the text before the first [T], run once
+        self.dev_cache = scorer.cache(scorer.encode(self.dev))
+        self.embeddings = ctx.backend.input_embeddings().detach()
 
-        run = ctx.run
-        config = {**self.resolved_config(ctx), "template": template.source}
-        state = run.start(config, ctx.resume) if run is not None else None
-        init_ids = self._init_ids(ctx, scorer, allowed)
-        self.init_ids = init_ids
-        vectors = embeddings[torch.tensor(init_ids, device=backend.device)].clone().float()
-        vectors.requires_grad_(True)
-        opt = self._optimizer([vectors])
-        start, best, elapsed = 0, None, 0.0
-        ckpt_pt = run.path / "checkpoint.pt" if run is not None else None
-        if state is not None:
-            saved = torch.load(ckpt_pt, map_location="cpu", weights_only=False)
-            with torch.no_grad():
-                vectors.copy_(saved["vectors"].to(vectors.device))
-            opt.load_state_dict(saved["optimizer"])
-            start, best = int(saved["step"]), saved["best"]
-            elapsed = float(saved.get("elapsed", 0.0))  # search seconds before the interruption
-        if ctx.resume and run is not None:
-            run.truncate_log(start)
-        if best is None:
-            best = {**self.dev_score(ctx, scorer, dev, vectors, allowed), "step": 0,
-                    "vectors": vectors.detach().cpu().clone()}
-            if run is not None:
-                run.log({"step": 0, **_loggable(best)})
+    def _start(self, ctx: SearchContext, vectors: torch.Tensor) -> None:
+        self.vectors = vectors.to(ctx.backend.device).clone().float().requires_grad_(True)
+        self.opt = self._optimizer([self.vectors])
 
-        bar = tqdm(range(start, cfg.steps), desc=f"{self.name} search", unit="step",
-                   disable=not ctx.progress, initial=start, total=cfg.steps)
-        started = time.perf_counter() - elapsed
-        for step in bar:
-            idx = self._batch(len(prompts), step)
-            opt.zero_grad(set_to_none=True)
-            loss, parts = self.step_loss(ctx, scorer, [prompts[i] for i in idx], [gold[i] for i in idx],
-                                         vectors, allowed, idx)
-            opt.step()
-            done = step + 1
-            record: dict[str, Any] = {"step": done, "loss": float(loss), **parts,
-                                      "time": round(time.perf_counter() - started, 3)}
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                score = self.dev_score(ctx, scorer, dev, vectors, allowed)
-                record.update({f"dev_{k}": v for k, v in _loggable(score).items()})
-                if _better(score, best):
-                    best = {**score, "step": done, "vectors": vectors.detach().cpu().clone()}
-                bar.set_postfix(loss=f"{float(loss):.3f}", dev=f"{score['accuracy']:.3f}",
-                                best=f"{best['accuracy']:.3f}")
-            if run is not None:
-                run.log(record)
-                if done % cfg.eval_every == 0 or done == cfg.steps:
-                    save_tensor_state(ckpt_pt, {"step": done, "vectors": vectors.detach().cpu(),
-                                                "optimizer": opt.state_dict(), "best": best,
-                                                "elapsed": time.perf_counter() - started})
-                    run.save_checkpoint({"step": done, "best_step": best["step"],
-                                         "best_dev_accuracy": best["accuracy"]})
-        history = run.history() if run is not None else []
-        self.elapsed = time.perf_counter() - started  # search seconds, across resumes
-        return self.finish(ctx, scorer, best, allowed, history)
+    def init_state(self, ctx: SearchContext) -> None:
+        self.init_ids = self._init_ids(ctx, self.scorer, self.allowed)
+        self._start(ctx, self.embeddings[torch.tensor(self.init_ids, device=ctx.backend.device)])
+
+    def step(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
+        idx = self._batch(len(self.prompts), state.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss, parts = self.step_loss(ctx, self.scorer, [self.prompts[i] for i in idx],
+                                     [self.gold[i] for i in idx], self.vectors, self.allowed, idx)
+        self.opt.step()
+        return {"loss": float(loss), **parts}
+
+    def evaluate(self, ctx: SearchContext) -> Score:
+        self.last_score = score = self.dev_score(ctx, self.scorer, self.dev, self.vectors, self.allowed)
+        return Score(score["accuracy"], score["loss"],
+                     {f"dev_{k}": v for k, v in _loggable(score).items()})
+
+    def keep_best(self, state: SearchState) -> None:
+        self.best = {**self.last_score, "step": state.step,
+                     "vectors": self.vectors.detach().cpu().clone()}
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        optim = self.opt.state_dict()
+        tensors = {"vectors": self.vectors.detach(), "best.vectors": self.best["vectors"]}
+        slots: dict[str, dict[str, Any]] = {}
+        for pid, slot in optim["state"].items():
+            slots[str(pid)] = {}
+            for name, value in slot.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer.{pid}.{name}"] = value
+                    value = {"tensor": f"optimizer.{pid}.{name}"}
+                slots[str(pid)][name] = value
+        data = {"init_ids": self.init_ids, "best": _loggable(self.best),
+                "optimizer": {"state": slots, "param_groups": optim["param_groups"]}}
+        return data, tensors
+
+    def load_state_dict(self, data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        backend_device = self.embeddings.device
+        self.init_ids = [int(i) for i in data["init_ids"]]
+        self.vectors = tensors["vectors"].to(backend_device).clone().float().requires_grad_(True)
+        self.opt = self._optimizer([self.vectors])
+        slots = {int(pid): {name: tensors[v["tensor"]] if isinstance(v, dict) else v
+                            for name, v in slot.items()}
+                 for pid, slot in data["optimizer"]["state"].items()}
+        self.opt.load_state_dict({"state": slots, "param_groups": data["optimizer"]["param_groups"]})
+        self.best = {**data["best"], "vectors": tensors["best.vectors"].clone()}
+
+    def result(self, ctx: SearchContext, state: SearchState) -> PromptResult:
+        history = ctx.run.history() if ctx.run is not None else []
+        return self.finish(ctx, self.scorer, self.best, self.allowed, history, state.elapsed)
 
 
 def _better(score: dict, best: dict) -> bool:
@@ -340,7 +343,7 @@ class SoftSearch(ContinuousSearch):
         ev = scorer.evaluate(dev, vectors.detach(), "dev", prefix=self.dev_cache)
         return {"accuracy": ev.metrics["accuracy"], "loss": ev.metrics["loss"]}
 
-    def finish(self, ctx, scorer, best, allowed, history):
+    def finish(self, ctx, scorer, best, allowed, history, seconds):
         cfg, backend, task = self.config, ctx.backend, ctx.task
         vectors = best["vectors"].to(backend.device)
         dev_full = scorer.evaluate(task.examples("dev"), vectors, "dev")
@@ -359,7 +362,7 @@ class SoftSearch(ContinuousSearch):
         anchor = self._anchor(ctx, scorer.num_slots)
         extra: dict[str, Any] = {
             "soft_prompt": "soft_prompt.safetensors", "best_step": best["step"],
-            "seconds": round(self.elapsed, 1),
+            "seconds": round(seconds, 1),
             "note": "trigger_ids are the nearest-token projection of the soft prompt; "
                     "the soft vectors are in soft_prompt.safetensors",
             "projection": {"metric": cfg.metric.value, "distance": proj.distance.tolist(),
@@ -371,11 +374,9 @@ class SoftSearch(ContinuousSearch):
             extra["anchor_ids"] = anchor.tolist()
             scores["anchor_token_f1"] = token_f1(ids, anchor.tolist())
         config = {**self.resolved_config(ctx), "template": scorer.template.source}
-        soft = SoftPrompt(vectors.detach().cpu(), scorer.template.source, backend.name, task.name,
-                          scorer.scorer.verbalizer, scores, config)
-        if ctx.run is not None:
-            soft.save(ctx.run.path)
-        else:
+        self.soft = SoftPrompt(vectors.detach().cpu(), scorer.template.source, backend.name,
+                               task.name, scorer.scorer.verbalizer, scores, config)
+        if ctx.run is None:
             extra["soft_vectors"] = vectors.detach().cpu().tolist()
         return PromptResult(
             task=task.name, template=scorer.template.source, prompt=text, model=backend.name,
@@ -383,4 +384,8 @@ class SoftSearch(ContinuousSearch):
             trigger_ids=ids, trigger_tokens=[backend.encoder.decode_trigger(i) for i in ids],
             scores=scores, config=config, extra=extra,
         )
+
+    def save_artifacts(self, ctx: SearchContext, result: PromptResult) -> None:
+        self.soft.config = result.config
+        self.soft.save(ctx.run.path)
 
