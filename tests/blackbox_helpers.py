@@ -54,9 +54,10 @@ def cli_search(args: list[str], out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
         "PYTHONPATH")])), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     code = "import sys; from autoprompt_search.cli import main; sys.argv[0] = 'autoprompt-search'; main()"
-    stderr = open(out.parent / f"{out.name}.stderr", "a")
-    return subprocess.Popen([sys.executable, "-c", code, "search", *args], env=env, cwd=out.parent,
-                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    with open(out.parent / f"{out.name}.stderr", "a") as stderr:  # the child keeps its own copy
+        return subprocess.Popen([sys.executable, "-c", code, "search", *args], env=env,
+                                cwd=out.parent, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)
 
 
 def stop_after(proc: subprocess.Popen, run: Path, records: int, sig: int, timeout: float = 240) -> int:

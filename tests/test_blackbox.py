@@ -8,15 +8,15 @@ import signal
 import optuna
 import pytest
 import yaml
+from blackbox_helpers import cli_search, same_result, stop_after, tiny_dir, trials  # noqa: F401
 
 from autoprompt_search.api import run_search, spec_from_result
-from blackbox_helpers import cli_search, same_result, stop_after, tiny_dir, trials  # noqa: F401
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.core.results import PromptResult
+from autoprompt_search.core.tasks import HumanPrompt, Task
+from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.search import blackbox, strategies
 from autoprompt_search.search.workers import DesignEvaluator, InProcessPool, Outcome
-from autoprompt_search.core.tasks import HumanPrompt, Task
 
 SPACE = {
     "kind": "space", "task": "toy",
@@ -102,7 +102,7 @@ def test_best_design_with_demos_and_triggers_round_trips(toy_task, tiny_causal, 
     assert ev.metrics["accuracy"] == pytest.approx(result.scores["search_accuracy"])
 
 
-def test_same_seed_same_trials_other_seed_othertrials(toy_task, tiny_causal, space_file, tmp_path):
+def test_same_seed_same_trials_other_seed_other_trials(toy_task, tiny_causal, space_file, tmp_path):
     opts = dict(space=space_file, trials=4, sampler="random", pruner="none", storage="memory",
                 **{**FAST, "search_examples": 6})
     a = _search(toy_task, tiny_causal, tmp_path / "a", seed=1, **opts)
@@ -362,7 +362,7 @@ def test_trials_do_not_depend_on_the_order_results_come_back(toy_task, tiny_caus
     assert [r["params"] for r in trials(tmp_path / "w1")] != [r["params"] for r in trials(tmp_path / "one")]
 
 
-def test_a_killed_process_resumes_as_if_it_never_stopped(toy_task, space_file, tiny_dir, tmp_path):
+def test_a_killed_process_resumes_as_if_it_never_stopped(toy_task, space_file, tiny_dir, tmp_path):  # noqa: F811
     """The CLI in a real process: SIGKILL mid-run, resume, Ctrl-C (exit 130), resume to the end;
     the trials and the result are those of an uninterrupted run."""
     opts = dict(space=space_file, trials=20, sampler="tpe", startup_trials=4,
