@@ -35,7 +35,8 @@ def log_records(run: Path) -> list[dict]:
     path = run / "log.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    return [r for r in records if "trial" in r]  # (the base loop's step 0 is before any trial)
 
 
 def trials(run: Path) -> list[dict]:

@@ -8,10 +8,11 @@ import signal
 import optuna
 import pytest
 import yaml
-from blackbox_helpers import cli_search, same_result, stop_after, tiny_dir, trials  # noqa: F401
+from blackbox_helpers import cli_search, log_records, same_result, stop_after, tiny_dir, trials  # noqa: F401
 
 from autoprompt_search.api import run_search, spec_from_result
 from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.runs import SearchInterrupted
 from autoprompt_search.core.results import PromptResult
 from autoprompt_search.core.tasks import HumanPrompt, Task
 from autoprompt_search.scoring.evaluation import evaluate_prompt
@@ -57,7 +58,8 @@ def _search(toy_task, tiny_causal, out, seed=0, resume=False, **options):
 
 
 def _log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    """One record per trial (the base loop's step-0 record, before any trial, left out)."""
+    return log_records(run)
 
 
 def test_search_exports_a_result_that_evaluate_reproduces(toy_task, tiny_causal, space_file, tmp_path):
@@ -142,7 +144,8 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path,
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert len({r["trial"] for r in records}) == 5
     assert result.extra["trials_done"] == 5
-    assert json.loads((run / "checkpoint.json").read_text())["state"]["trials_done"] == 5
+    checkpoint = json.loads((run / "checkpoint.json").read_text())["state"]
+    assert checkpoint["step"] == 5 and checkpoint["strategy"]["trials_done"] == 5
     states = [t.state.name for t in optuna.load_study(study_name="run", storage=storage).trials]
     assert states.count("FAIL") == 2 and states.count("RUNNING") == 0
 
@@ -334,7 +337,7 @@ def test_a_stopped_run_resumes_as_if_it_never_stopped(window, stop, toy_task, ti
         monkeypatch.setattr(blackbox_space, "suggest", suggest)
     else:
         _patch_pool(monkeypatch, lambda ev: _StopAfter(ev, stop))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SearchInterrupted):  # Ctrl-C: exit status 130 in the CLI
         _search(toy_task, tiny_causal, run, **opts)
     monkeypatch.undo()
     _fake_scores(monkeypatch)
@@ -375,7 +378,7 @@ def test_a_killed_process_resumes_as_if_it_never_stopped(toy_task, space_file, t
     args += [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     assert stop_after(cli_search(args, run), run, 4, signal.SIGKILL) == -signal.SIGKILL
     assert stop_after(cli_search([*args, "--resume"], run), run, 9, signal.SIGINT) == 130
-    assert "continues with --resume" in (tmp_path / "run.stderr").read_text()
+    assert "interrupted" in (tmp_path / "run.stderr").read_text()
     assert len(trials(run)) < 20
     assert cli_search([*args, "--resume"], run).wait(timeout=240) == 0
     assert trials(run) == trials(tmp_path / "whole")

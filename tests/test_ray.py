@@ -6,7 +6,6 @@ stay on loopback and start no dashboard.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -14,7 +13,7 @@ import time
 
 import pytest
 import yaml
-from blackbox_helpers import cli_search, same_result, stop_after, tiny_dir  # noqa: F401
+from blackbox_helpers import cli_search, log_records, same_result, stop_after, tiny_dir  # noqa: F401
 from blackbox_helpers import trials as trials_of
 
 from autoprompt_search.api import run_search
@@ -49,7 +48,8 @@ def toy_yaml(toy_task, tmp_path):
 
 
 def _log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    """One record per trial (the base loop's step-0 record, before any trial, left out)."""
+    return log_records(run)
 
 
 OPTIONS = {"search_splits": "dev", "search_examples": 12, "batch_size": 2, "sampler": "tpe",

@@ -25,19 +25,19 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from tqdm.auto import tqdm
 
 from ..core.errors import UserError
 from ..core.results import PromptResult, task_reference, write_json
 from ..core.spaces import SearchSpace, default_space, load_space
 from ..core.templates import Template
-from .base import SearchContext, Searcher, strategies
+from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
 from .blackbox_schedule import TrialScheduler, align, replay
 from .blackbox_space import BoundSpace, bind_space, pick_examples
 from .blackbox_study import (
@@ -63,7 +63,11 @@ __all__ = ["BlackBoxSearcher", "OptunaConfig", "counted", "save_plots"]
 
 
 @dataclass
-class OptunaConfig:
+class OptunaConfig(SearchConfig):
+    """Settings of the black-box search (and the base loop's: --time-budget, --patience in trials)."""
+
+    budget_field: ClassVar[str] = "trials"
+
     space: str = field(default="", metadata={"help": "Search-space YAML file or shipped space name "
                                                      "(default: search_spaces/<task>.yaml)."})
     trials: int = field(default=50, metadata={"help": "Trials in total, human prompts included "
@@ -97,6 +101,7 @@ class OptunaConfig:
                                                         "parameter-importance plots (PNG)."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.sampler = choice(SamplerName, samplers, self.sampler, "--sampler")
         self.pruner = choice(PrunerName, pruners, self.pruner, "--pruner")
         if self.trials_in_flight < 0:
@@ -121,6 +126,7 @@ class BlackBoxSearcher(Searcher):
 
     name = "optuna"
     Config = OptunaConfig
+    unit = "trial"
 
     # --- setup --------------------------------------------------------------------------
     def resolved_config(self, ctx: SearchContext) -> dict[str, Any]:
@@ -160,23 +166,81 @@ class BlackBoxSearcher(Searcher):
             raise UserError("--resume needs a stored study; use --storage journal or an RDB URL")
         return kind, storages.get(kind.value)(self.config.storage, folder)
 
-    # --- the search ---------------------------------------------------------------------
-    def search(self, ctx: SearchContext) -> PromptResult:
-        with quiet_optuna():
-            return self._search(ctx)
-
-    def _search(self, ctx: SearchContext) -> PromptResult:
+    # --- the base loop's hooks: one step = one trial told -------------------------------
+    # (Optuna logs warnings only inside them: quiet_optuna restores its verbosity after)
+    def setup(self, ctx: SearchContext) -> None:
         cfg = self.config
-        space = self._space(ctx)
-        config = self.resolved_config(ctx)
-        if ctx.run is not None:
-            ctx.run.start(config, ctx.resume, self.resumable_keys())
+        self._ctx = ctx
+        self._searched = self._space(ctx)
+        self.demo_pool, self.examples = pick_examples(ctx.task, self._searched, cfg.search_splits,
+                                                      cfg.search_examples, self.seed)
+        self.bound: BoundSpace | None = None
+        self.study: optuna.Study | None = None
+        self.sched: TrialScheduler | None = None
+        self._pool = None
+        self._told: deque[FrozenTrial] = deque()  # told, not yet logged as a step
+        self.stats = {"loop_seconds": 0.0}
+
+    def init_state(self, ctx: SearchContext) -> None:
+        with quiet_optuna():
+            self._open(ctx, logged=0)
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"trials_done": self.sched.done - len(self._told), "study_name": self.study.study_name,
+                "best_value": _best(self.study)}, {}
+
+    def load_state_dict(self, data: dict[str, Any], tensors: dict[str, Any]) -> None:
+        with quiet_optuna():
+            self._open(self._ctx, logged=int(data["trials_done"]))
+
+    def evaluate(self, ctx: SearchContext) -> Score:
+        """The best search accuracy so far (the study holds the best design)."""
+        best = _best(self.study)
+        return Score(best if best is not None else 0.0, 0.0)
+
+    def keep_best(self, state: SearchState) -> None:
+        pass  # the study keeps every trial; the result is its best one
+
+    def step(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
+        if not self._told:
+            try:
+                with quiet_optuna():
+                    self._run_until_told(ctx)
+            except BaseException:  # Ctrl-C, a lost cluster: stop the workers, keep the study
+                self._close_pool()
+                raise
+        frozen = self._told.popleft()
+        return {k: v for k, v in record(frozen, 0).items() if k != "step"}
+
+    def result(self, ctx: SearchContext, state: SearchState) -> PromptResult:
+        stats = {"trials_done": self.sched.done, "trials_in_flight": self.window,
+                 "requeued_jobs": self.sched.requeued, "stopped": getattr(state.stopped, "value", None),
+                 "workers": self._pool.workers if self._pool is not None else 0,
+                 "restarts": getattr(self._pool, "restarts", 0),
+                 "lost_jobs": getattr(self._pool, "lost_jobs", 0),
+                 "loop_seconds": round(self.stats["loop_seconds"], 3)}
+        self._close_pool()
+        done = [t for t in self.study.get_trials(deepcopy=False) if counted(t)]  # over all sessions
+        stats["pruned"] = sum(t.state == TrialState.PRUNED for t in done)
+        stats["failed"] = sum(t.state == TrialState.FAIL for t in done)
+        return self._export(ctx, self.study, self.bound, self.examples, stats)
+
+    def save_artifacts(self, ctx: SearchContext, result: PromptResult) -> None:
+        if self.config.plots:
+            result.extra["plots"] = save_plots(self.study, ctx.run.path)
+        write_json(ctx.run.path / "trials.json", [record(t, i) for i, t in
+                                                  enumerate(finished(self.study), 1)])
+
+    # --- the study and the workers --------------------------------------------------------
+    def _open(self, ctx: SearchContext, logged: int) -> None:
+        """Bind the space, open (or replay) the study, set up the scheduler; ``logged``: trials
+        the run folder's log already shows (a killed run may have told more)."""
+        cfg = self.config
+        pool_file = ctx.run.path / "pool.json" if ctx.run is not None else None
         if ctx.resume and cfg.storage == "journal" and not (ctx.run.path / "study.journal").exists():
             raise UserError(f"--resume: {ctx.run.path} has no study.journal to continue")
-        demo_pool, search = pick_examples(ctx.task, space, cfg.search_splits, cfg.search_examples,
-                                          self.seed)
-        pool_file = ctx.run.path / "pool.json" if ctx.run is not None else None
-        bound = bind_space(ctx.backend, ctx.task, space, demo_pool, search, pool_file)
+        self.bound = bind_space(ctx.backend, ctx.task, self._searched, self.demo_pool, self.examples,
+                                pool_file)
         study_name = cfg.study_name or (ctx.run.path.name if ctx.run is not None else "autoprompt")
         kind, storage = self._storage(ctx)
         exists = kind != StorageKind.memory and study_name in {
@@ -185,31 +249,51 @@ class BlackBoxSearcher(Searcher):
         if exists and not ctx.resume and not shared:
             raise UserError(f"the storage already holds a study '{study_name}'; pass --resume to "
                             "continue it or choose another --study-name")
-        study, in_flight = self._open_study(ctx, bound, storage, study_name, exists, shared)
-        if ctx.run is not None:
-            self._rewrite_log(ctx, study)
-        recipe = BackendRecipe(ctx.model, ctx.dtype, ctx.device) if ctx.backend_override is None \
-            else BackendRecipe.from_backend(ctx.backend_override)
+        self.study, in_flight = self._open_study(ctx, self.bound, storage, study_name, exists, shared)
+        self.sched = TrialScheduler(self.study, design=self.bound.suggest, examples=self.examples,
+                                    seed=self.seed, trials=cfg.trials, window=self.window,
+                                    chunk=cfg.batch_size, on_finish=self._told.append)
+        self._told.extend(finished(self.study)[logged:])  # told by a killed run after its checkpoint
+        if in_flight:  # trials a killed run left running: scored again from scratch
+            adopt_study = optuna.load_study(study_name=study_name, storage=storage,
+                                            sampler=optuna.samplers.RandomSampler(),
+                                            pruner=self.study.pruner)
+            for frozen in in_flight:
+                trial = optuna.Trial(adopt_study, frozen._trial_id)
+                self.sched.adopt(trial, lambda t, p=frozen.params: self.bound.rebuild(p),
+                                 set(trial._cached_frozen_trial.intermediate_values))
+
+    def _run_until_told(self, ctx: SearchContext) -> None:
+        """Keep the workers busy until the scheduler tells the next trial."""
+        cfg = self.config
+        if self._pool is None:
+            recipe = BackendRecipe(ctx.model, ctx.dtype, ctx.device) if ctx.backend_override is None \
+                else BackendRecipe.from_backend(ctx.backend_override)
+            self._pool = make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
+                                   batch_size=cfg.batch_size, address=cfg.ray_address or None,
+                                   per_actor=cfg.per_actor)
+            self.sched.start()
+        pool, sched = self._pool, self.sched
         start = time.perf_counter()
-        with make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
-                       batch_size=cfg.batch_size, address=cfg.ray_address or None,
-                       per_actor=cfg.per_actor) as pool:
-            stats = self._loop(ctx, study, bound, search, pool, in_flight)
-            stats["workers"] = pool.workers
-            stats["restarts"] = getattr(pool, "restarts", 0)
-            stats["lost_jobs"] = getattr(pool, "lost_jobs", 0)
-        stats["seconds"] = round(time.perf_counter() - start, 2)
-        done = [t for t in study.get_trials(deepcopy=False) if counted(t)]  # over all sessions
-        stats["pruned"] = sum(t.state == TrialState.PRUNED for t in done)
-        stats["failed"] = sum(t.state == TrialState.FAIL for t in done)
-        result = self._export(ctx, study, bound, search, config, stats)
-        if ctx.run is not None:
-            if cfg.plots:
-                result.extra["plots"] = save_plots(study, ctx.run.path)
-            write_json(ctx.run.path / "trials.json", [record(t, i) for i, t in
-                                                      enumerate(finished(study), 1)])
-            ctx.run.save_result(result)  # (until this strategy runs on the base loop)
-        return result
+        try:
+            while not self._told:
+                while pool.free_slots > 0:
+                    job = sched.next_job()
+                    if job is None:
+                        break
+                    pool.submit(job)
+                if pool.in_flight == 0 and pool.free_slots > 0:
+                    raise RuntimeError(f"the scheduler has nothing to run but no trial was told "
+                                       f"(in flight: {list(sched.active)})")
+                for out in pool.poll():
+                    sched.handle(out)
+        finally:
+            self.stats["loop_seconds"] += time.perf_counter() - start
+
+    def _close_pool(self) -> None:
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.close()
 
     def _open_study(self, ctx, bound: BoundSpace, storage, study_name: str, exists: bool,
                     shared: bool) -> tuple[optuna.Study, list[FrozenTrial]]:
@@ -253,61 +337,8 @@ class BlackBoxSearcher(Searcher):
             study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items()
                                                       if k == "human"})
 
-    def _loop(self, ctx, study, bound: BoundSpace, search, pool, in_flight) -> dict[str, Any]:
-        cfg = self.config
-        bar = tqdm(total=cfg.trials, desc="trials", unit="trial", disable=not ctx.progress)
-        progress = {"best": None, "pruned": 0, "failed": 0, "steps": 0}
-
-        def on_finish(frozen: FrozenTrial) -> None:
-            progress["steps"] += 1
-            progress["pruned"] += frozen.state == TrialState.PRUNED
-            progress["failed"] += frozen.state == TrialState.FAIL
-            if frozen.state == TrialState.COMPLETE and (progress["best"] is None
-                                                        or frozen.value > progress["best"]):
-                progress["best"] = frozen.value
-            if ctx.run is not None:
-                ctx.run.log(record(frozen, sched.done))
-                ctx.run.save_checkpoint({"trials_done": sched.done, "best_value": progress["best"],
-                                         "study_name": study.study_name})
-            bar.update(1)
-            best = progress["best"]
-            bar.set_postfix(best=f"{best:.3f}" if best is not None else "-", pruned=progress["pruned"])
-
-        sched = TrialScheduler(study, design=bound.suggest, examples=search, seed=self.seed,
-                               trials=cfg.trials, window=self.window, chunk=cfg.batch_size,
-                               on_finish=on_finish)
-        bar.update(min(sched.done, cfg.trials))
-        progress["best"] = max((t.value for t in study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,))), default=None)
-        if in_flight:  # trials a killed run left running: scored again from scratch
-            adopt_study = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                                            sampler=optuna.samplers.RandomSampler(),
-                                            pruner=study.pruner)
-            for frozen in in_flight:
-                trial = optuna.Trial(adopt_study, frozen._trial_id)
-                sched.adopt(trial, lambda t, p=frozen.params: bound.rebuild(p),
-                            set(trial._cached_frozen_trial.intermediate_values))
-        loop_start = time.perf_counter()
-        sched.start()
-        while True:
-            while pool.free_slots > 0:
-                job = sched.next_job()
-                if job is None:
-                    break
-                pool.submit(job)
-            if pool.in_flight == 0 and pool.free_slots > 0:
-                break  # nothing in flight and nothing left to submit
-            for out in pool.poll():
-                sched.handle(out)
-        bar.close()
-        if sched.active:
-            raise RuntimeError(f"the scheduler stopped with trials in flight: {list(sched.active)}")
-        return {"trials_done": sched.done, "pruned": progress["pruned"], "failed": progress["failed"],
-                "requeued_jobs": sched.requeued, "trials_in_flight": self.window,
-                "loop_seconds": round(time.perf_counter() - loop_start, 3)}
-
     # --- export -------------------------------------------------------------------------
-    def _export(self, ctx, study, bound: BoundSpace, search, config, stats) -> PromptResult:
+    def _export(self, ctx, study, bound: BoundSpace, search, stats) -> PromptResult:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             raise UserError("no trial completed; see log.jsonl in the run folder for why")
@@ -328,7 +359,7 @@ class BlackBoxSearcher(Searcher):
             task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
-            scores=scores, config=config,
+            scores=scores,
             extra={"trial": best.number, "params": best.params, **stats,
                    "best_human": best_human.user_attrs["human"] if best_human else None,
                    "space": bound.space.source, "trigger_pool": {"source": bound.pool.source,
@@ -336,11 +367,10 @@ class BlackBoxSearcher(Searcher):
                    "left_out": bound.dropped, "search_example_ids": [ex.id for ex in search]},
         )
 
-    def _rewrite_log(self, ctx, study) -> None:
-        """log.jsonl rebuilt from the study (the study is the record a killed run keeps)."""
-        ctx.run.log_path.write_text("")
-        for i, t in enumerate(finished(study), 1):
-            ctx.run.log(record(t, i))
+
+def _best(study: optuna.Study) -> float | None:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max(values) if values else None
 
 
 def _file_hash(path: str) -> str | None:
