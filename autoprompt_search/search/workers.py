@@ -222,8 +222,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         with _env_defaults(RAY_ENV):
             if address:
                 ray.init(address=address, **kwargs)
-            else:  # a private Ray on this machine, bound to loopback
-                ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+            else:  # a private Ray on this machine, bound to loopback ("local": never join a
+                # cluster another process started here, which ray.init() would otherwise do)
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
+                         **kwargs)
     except ConnectionError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address!r}: {exc}. Start it with "
                         "`ray start --head` (and `ray start --address=HEAD:6379` on other machines), "
