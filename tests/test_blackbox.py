@@ -12,8 +12,8 @@ from blackbox_helpers import cli_search, log_records, same_result, stop_after, t
 
 from autoprompt_search.api import run_search, spec_from_result
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.core.runs import SearchInterrupted
 from autoprompt_search.core.results import PromptResult
+from autoprompt_search.core.runs import SearchInterrupted
 from autoprompt_search.core.tasks import HumanPrompt, Task
 from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.search import blackbox, strategies
@@ -383,3 +383,36 @@ def test_a_killed_process_resumes_as_if_it_never_stopped(toy_task, space_file, t
     assert cli_search([*args, "--resume"], run).wait(timeout=240) == 0
     assert trials(run) == trials(tmp_path / "whole")
     same_result(PromptResult.load(run), whole)
+
+
+def test_samplers_pruners_and_storages_are_declared_once_and_leave_no_global_state(monkeypatch):
+    import os
+
+    from autoprompt_search.search import blackbox_study as bs
+    from autoprompt_search.search.workers import _env_defaults
+
+    for names, registry in ((bs.SamplerName, bs.samplers), (bs.PrunerName, bs.pruners),
+                            (bs.StorageKind, bs.storages)):
+        assert registry.names() == sorted(m.value for m in names)
+    config = blackbox.OptunaConfig(sampler="random", pruner="none")
+    assert config.sampler is bs.SamplerName.random and config.pruner is bs.PrunerName.none
+    assert isinstance(bs.samplers.get("nsga2")(config, 3), optuna.samplers.NSGAIISampler)
+    assert bs.storage_kind("sqlite:///x.db") is bs.StorageKind.rdb
+    with pytest.raises(UserError, match="--pruner 'wilcoxn': choose wilcoxon, none"):
+        blackbox.OptunaConfig(pruner="wilcoxn")
+    # Optuna's verbosity is lowered inside a search only
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with bs.quiet_optuna():
+            assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(before)
+    # environment variables for Ray's processes: set inside the block only, never overwritten
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    monkeypatch.setenv("AUTOPROMPT_TEST_KEPT", "mine")
+    with _env_defaults({"RAY_USAGE_STATS_ENABLED": "0", "AUTOPROMPT_TEST_KEPT": "theirs"}):
+        assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+        assert os.environ["AUTOPROMPT_TEST_KEPT"] == "mine"
+    assert "RAY_USAGE_STATS_ENABLED" not in os.environ and os.environ["AUTOPROMPT_TEST_KEPT"] == "mine"

@@ -1,4 +1,5 @@
-"""Ray worker pools: a local pool, and a two-node ``Cluster`` that loses a node mid-search.
+"""Ray worker pools: a two-node ``Cluster`` that loses a node mid-search, and a ``--workers 2``
+process killed and resumed; both give exactly the trials of an in-process run.
 
 Ray's start costs seconds and ~500 MB, so these tests are few and small (tiny models),
 stay on loopback and start no dashboard.
