@@ -313,13 +313,16 @@ def _patch_pool(monkeypatch, factory):
 DETERMINISM = dict(trials=14, sampler="tpe", startup_trials=3, **{**FAST, "batch_size": 3})
 
 
-@pytest.mark.parametrize("window,stop", [(1, 5), (1, 23), (3, 2), (3, 17), (3, "ask")])
-def test_a_stopped_run_resumes_as_if_it_never_stopped(window, stop, toy_task, tiny_causal, space_file,
-                                                      tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("window,stop,every", [(1, 5, 1), (1, 23, 4), (3, 2, 1), (3, 17, 1),
+                                              (3, 23, 5), (3, "ask", 1)])
+def test_a_stopped_run_resumes_as_if_it_never_stopped(window, stop, every, toy_task, tiny_causal,
+                                                      space_file, tmp_path, monkeypatch, caplog):
     """Stopped mid-trial (or mid-ask, with part of a trial's params stored), then resumed:
-    the same trials in the same order with the same scores and result as an uninterrupted run."""
+    the same trials in the same order with the same scores and result as an uninterrupted run.
+    With a checkpoint every 4 or 5 trials, the trials told after the last one come from the
+    journal."""
     _fake_scores(monkeypatch)  # so that the Wilcoxon pruner stops some trials
-    opts = dict(space=space_file, trials_in_flight=window, **DETERMINISM)
+    opts = dict(space=space_file, trials_in_flight=window, eval_every=every, **DETERMINISM)
     whole = _search(toy_task, tiny_causal, tmp_path / "whole", **opts)
     run = tmp_path / "run"
     if stop == "ask":  # the 9th trial's second choice
