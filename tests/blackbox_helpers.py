@@ -54,7 +54,10 @@ def cli_search(args: list[str], out: Path) -> subprocess.Popen:
     """``autoprompt-search search ARGS`` in a new process (its own session, like a shell job)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
         "PYTHONPATH")])), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    code = "import sys; from autoprompt_search.cli import main; sys.argv[0] = 'autoprompt-search'; main()"
+    # Ctrl-C acts as in a terminal even if the test runner was started with SIGINT ignored
+    # (a background job of a non-interactive shell), which a child would inherit
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from autoprompt_search.cli import main; sys.argv[0] = 'autoprompt-search'; main()")
     with open(out.parent / f"{out.name}.stderr", "a") as stderr:  # the child keeps its own copy
         return subprocess.Popen([sys.executable, "-c", code, "search", *args], env=env,
                                 cwd=out.parent, stdout=subprocess.DEVNULL, stderr=stderr,
