@@ -105,7 +105,8 @@ class OptunaConfig(SearchConfig):
         self.sampler = choice(SamplerName, samplers, self.sampler, "--sampler")
         self.pruner = choice(PrunerName, pruners, self.pruner, "--pruner")
         if self.trials_in_flight < 0:
-            raise UserError("--trials-in-flight must be >= 0 (0: one per job slot)")
+            raise UserError("--trials-in-flight must be >= 0 (0: 1 in-process, else workers x per-actor)")
+        storage_kind(self.storage)  # an unknown storage is refused before anything is written
         for name in ("trials", "workers", "search_examples", "batch_size", "per_actor", "population"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
