@@ -33,9 +33,22 @@ def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
     return Task.load(task, data_root=data_root, seed=split_seed)
 
 
+def result_task(result: PromptResult, data_root=None, split_seed=None) -> Task:
+    """The task a result was found for: its task reference (a shipped name or a task file's
+    absolute path); for results saved before references were absolute, whose task was a file
+    recorded by its bare name, the task file its config records."""
+    try:
+        return load_task(result.task, data_root, split_seed)
+    except UserError:
+        source = Path(str(result.config.get("task_source", "")))
+        if source.suffix in (".yaml", ".yml") and source.is_file():
+            return load_task(source, data_root, split_seed)
+        raise
+
+
 def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
     """A saved result as something to evaluate (the template with its trigger ids)."""
-    task = load_task(result.task, data_root, split_seed)
+    task = result_task(result, data_root, split_seed)
     fewshot = None
     if result.fewshot:
         split = result.fewshot.get("split", "train")

@@ -289,3 +289,17 @@ def test_a_runs_config_json_repeats_the_run_with_config(tiny_causal, toy_task, t
     code, err = cli("search", "--config", "config.json", "--out", str(tmp_path / "d"),
                     "--strategy", "soft")
     assert code == 2 and "error:" in err and "strategy 'gradient'" in err and "Traceback" not in err
+
+
+def test_eval_every_scores_dev_only_at_its_steps(tiny_causal, toy_task, tmp_path):
+    result = _search(tiny_causal, toy_task, tmp_path / "run", iterations=5, eval_every=2,
+                     position="random", init="random", batch_size=5)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").open()]
+    scored = [r["step"] for r in log if r.get("dev_accuracy") is not None]
+    assert scored[0] == 0 and set(scored[1:]) <= {2, 4, 5}  # and only when the triggers changed
+    changed = {r["step"] for r in log if r.get("accepted")}
+    for step in (2, 4, 5):
+        since_last = {s for s in changed if step - (1 if step == 5 else 2) < s <= step}
+        assert (step in scored) == bool(since_last)
+    assert result.scores["dev_accuracy"] == max(r["dev_accuracy"] for r in log
+                                                if r.get("dev_accuracy") is not None)

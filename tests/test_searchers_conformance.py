@@ -177,3 +177,17 @@ def test_result_reloads_with_its_score(name, toy_file, backend, tmp_path, monkey
     assert evaluated == compared
     if SAVED_DEV_SCORE[name]:
         assert evaluated == pytest.approx(result.scores[SAVED_DEV_SCORE[name]])
+
+
+def test_a_result_that_names_its_task_file_by_bare_name_still_reloads(toy_file, tiny_causal,
+                                                                        tmp_path, monkeypatch):
+    """Results saved before task references were absolute paths named a task file's task by
+    its name ('unknown task' on reload); the task file in their config is used instead."""
+    run = tmp_path / "old"
+    result = _run("gradient", Task.load(toy_file), tiny_causal, run, 0, tmp_path)
+    data = json.loads((run / "result.json").read_text())
+    data["task"] = "toy"  # as such results were saved
+    (run / "result.json").write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    evaluated, compared = _saved_prompt_scores(run, "toy.yaml", tiny_causal)
+    assert evaluated == compared == pytest.approx(result.scores["dev_accuracy"])

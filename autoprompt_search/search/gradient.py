@@ -264,7 +264,7 @@ class GradientSearch(Searcher):
         self.current = self._initial(self.template, ctx.backend, self.allowed, self.human)
         self.best = list(self.current)
         self.current_loss: float | None = None
-        self.accepted = True  # the starting triggers are scored first
+        self.changed = True  # the triggers changed since they were last scored on dev
         self._encode()
 
     def position(self) -> dict:
@@ -272,18 +272,19 @@ class GradientSearch(Searcher):
 
     def state_dict(self) -> tuple[dict, dict]:
         return {"current": self.current, "best": self.best, "current_loss": self.current_loss,
-                "accepted": self.accepted}, {}
+                "changed": self.changed}, {}
 
     def load_state_dict(self, data: dict, tensors: dict) -> None:
         self.current, self.best = [int(t) for t in data["current"]], [int(t) for t in data["best"]]
-        self.current_loss, self.accepted = data["current_loss"], bool(data["accepted"])
+        self.current_loss, self.changed = data["current_loss"], bool(data["changed"])
         self._encode()
 
     def needs_evaluation(self) -> bool:
-        return self.accepted  # the dev score changes only when the triggers do
+        return self.changed  # the dev score changes only when the triggers do
 
     def evaluate(self, ctx: SearchContext) -> Score:
         acc, loss = self._dev(self.objective, self.dev, self.current)
+        self.changed = False
         return Score(acc, loss, {"dev_accuracy": acc, "dev_loss": loss})
 
     def keep_best(self, state: SearchState) -> None:
@@ -338,7 +339,8 @@ class GradientSearch(Searcher):
                 self.current = rows[i].tolist()
                 current_loss = best_cand_loss
                 accepted = True
-        self.current_loss, self.accepted = current_loss, accepted
+        self.current_loss = current_loss
+        self.changed = self.changed or accepted
         return {"positions": positions, "loss": current_loss,
                 "best_candidate_loss": best_cand_loss, "candidates": tried,
                 "scored": len(rows), "accepted": accepted, "triggers": self.current,
