@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import optuna
 import pytest
 import yaml
+from blackbox_helpers import cli_search, log_records, same_result, stop_after, tiny_dir, trials  # noqa: F401
 
 from autoprompt_search.api import run_search, spec_from_result
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.core.results import PromptResult
+from autoprompt_search.core.runs import SearchInterrupted
+from autoprompt_search.core.tasks import HumanPrompt, Task
+from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.search import blackbox, strategies
 from autoprompt_search.search.workers import DesignEvaluator, InProcessPool, Outcome
-from autoprompt_search.core.tasks import HumanPrompt, Task
 
 SPACE = {
     "kind": "space", "task": "toy",
@@ -55,7 +58,8 @@ def _search(toy_task, tiny_causal, out, seed=0, resume=False, **options):
 
 
 def _log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    """One record per trial (the base loop's step-0 record, before any trial, left out)."""
+    return log_records(run)
 
 
 def test_search_exports_a_result_that_evaluate_reproduces(toy_task, tiny_causal, space_file, tmp_path):
@@ -111,7 +115,7 @@ def test_same_seed_same_trials_other_seed_other_trials(toy_task, tiny_causal, sp
     assert params[0][1:] != params[2][1:]  # trial 0 is the enqueued human prompt in both
 
 
-def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path):
+def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path, caplog):
     run = tmp_path / "run"
     _search(toy_task, tiny_causal, run, space=space_file, trials=3, **FAST)
     with pytest.raises(UserError, match="already holds a run"):
@@ -124,21 +128,26 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path)
     changed.prompts.append(HumanPrompt("{sentence} Verdict: [P]"))
     with pytest.raises(UserError, match="choices_hash differ"):
         _search(changed, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
-    # a run killed mid-trial leaves a RUNNING trial in the journal: it is re-run, not lost
+    # a study an older version left (an interrupted trial it failed, one still RUNNING) cannot be
+    # replayed: its RUNNING trial is failed and re-queued, so it is re-run, not lost
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     storage = JournalStorage(JournalFileBackend(str(run / "study.journal")))
     study = optuna.load_study(study_name="run", storage=storage)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     killed = study.ask()
     killed.suggest_categorical("template", ["{sentence} it was [P] .", "{sentence} so it was [P]"])
-    result = _search(toy_task, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
+    with caplog.at_level("WARNING"):
+        result = _search(toy_task, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
+    assert "cannot be replayed" in caplog.text
     records = _log(run)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert len({r["trial"] for r in records}) == 5
     assert result.extra["trials_done"] == 5
-    assert json.loads((run / "checkpoint.json").read_text())["state"]["trials_done"] == 5
+    checkpoint = json.loads((run / "checkpoint.json").read_text())["state"]
+    assert checkpoint["step"] == 5 and checkpoint["strategy"]["trials_done"] == 5
     states = [t.state.name for t in optuna.load_study(study_name="run", storage=storage).trials]
-    assert states.count("FAIL") == 1 and states.count("RUNNING") == 0
+    assert states.count("FAIL") == 2 and states.count("RUNNING") == 0
 
 
 def test_two_coordinators_share_a_database_study(toy_task, tiny_causal, space_file, tmp_path):
@@ -258,3 +267,155 @@ def test_every_sampler_runs_and_is_recorded(sampler, toy_task, tiny_causal, spac
                      sampler=sampler, storage="memory", population=2, startup_trials=1,
                      **{**FAST, "search_examples": 4})
     assert result.config["sampler"] == sampler and len(_log(tmp_path / "run")) == 3
+
+
+# --- determinism: resume and parallel results ----------------------------------------------
+class _StopAfter(InProcessPool):
+    """Stops the run (as Ctrl-C would) at its ``stop``-th poll."""
+
+    def __init__(self, evaluator, stop):
+        super().__init__(evaluator)
+        self.polls, self.stop = 0, stop
+
+    def poll(self):
+        self.polls += 1
+        if self.polls == self.stop:
+            raise KeyboardInterrupt
+        return super().poll()
+
+
+class _AnyOrder(InProcessPool):
+    """Several jobs in flight, handed back in a seeded random order (as parallel workers do)."""
+
+    def __init__(self, evaluator, slots, seed):
+        super().__init__(evaluator)
+        self.slots, self.rng = slots, __import__("random").Random(seed)
+
+    @property
+    def free_slots(self):
+        return self.slots - len(self._queue)
+
+    def poll(self):
+        out = []
+        for _ in range(self.rng.randint(1, len(self._queue))):
+            job = self._queue.pop(self.rng.randrange(len(self._queue)))
+            out.append(Outcome(job, scores=self.evaluator.score(job.design, job.examples)))
+        return out
+
+
+def _patch_pool(monkeypatch, factory):
+    def make_pool(workers, *, backend, recipe, task, batch_size, address=None, per_actor=2):
+        return factory(DesignEvaluator(backend, task, batch_size))
+
+    monkeypatch.setattr(blackbox, "make_pool", make_pool)
+
+
+DETERMINISM = dict(trials=14, sampler="tpe", startup_trials=3, **{**FAST, "batch_size": 3})
+
+
+@pytest.mark.parametrize("window,stop,every", [(1, 5, 1), (1, 23, 4), (3, 2, 1), (3, 17, 1),
+                                              (3, 23, 5), (3, "ask", 1)])
+def test_a_stopped_run_resumes_as_if_it_never_stopped(window, stop, every, toy_task, tiny_causal,
+                                                      space_file, tmp_path, monkeypatch, caplog):
+    """Stopped mid-trial (or mid-ask, with part of a trial's params stored), then resumed:
+    the same trials in the same order with the same scores and result as an uninterrupted run.
+    With a checkpoint every 4 or 5 trials, the trials told after the last one come from the
+    journal."""
+    _fake_scores(monkeypatch)  # so that the Wilcoxon pruner stops some trials
+    opts = dict(space=space_file, trials_in_flight=window, eval_every=every, **DETERMINISM)
+    whole = _search(toy_task, tiny_causal, tmp_path / "whole", **opts)
+    run = tmp_path / "run"
+    if stop == "ask":  # the 9th trial's second choice
+        from autoprompt_search.search import blackbox_space
+
+        calls = {"n": 0}
+        real = blackbox_space.suggest
+
+        def suggest(trial, name, dist):
+            calls["n"] += trial.number == 8
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return real(trial, name, dist)
+
+        monkeypatch.setattr(blackbox_space, "suggest", suggest)
+    else:
+        _patch_pool(monkeypatch, lambda ev: _StopAfter(ev, stop))
+    with pytest.raises(SearchInterrupted):  # Ctrl-C: exit status 130 in the CLI
+        _search(toy_task, tiny_causal, run, **opts)
+    monkeypatch.undo()
+    _fake_scores(monkeypatch)
+    assert len(_log(run)) < 14  # (none finished yet when stopped at the 2nd poll)
+    with caplog.at_level("WARNING"):
+        resumed = _search(toy_task, tiny_causal, run, resume=True, **opts)
+    assert "cannot be replayed" not in caplog.text
+    assert trials(run) == trials(tmp_path / "whole")
+    assert any(r["state"] == "PRUNED" for r in trials(run))
+    same_result(resumed, whole)
+
+
+def test_trials_do_not_depend_on_the_order_results_come_back(toy_task, tiny_causal, space_file,
+                                                              tmp_path, monkeypatch):
+    """With 3 trials in flight, results handed back in any order give the same trials."""
+    opts = dict(space=space_file, trials_in_flight=3, **DETERMINISM)
+    one = _search(toy_task, tiny_causal, tmp_path / "one", **opts)
+    for seed in (1, 2):
+        _patch_pool(monkeypatch, lambda ev, s=seed: _AnyOrder(ev, slots=4, seed=s))
+        other = _search(toy_task, tiny_causal, tmp_path / f"any{seed}", **opts)
+        assert trials(tmp_path / f"any{seed}") == trials(tmp_path / "one")
+        same_result(other, one)
+    # a window of 1 is another (still fixed) schedule: TPE sees other histories
+    _search(toy_task, tiny_causal, tmp_path / "w1", **{**opts, "trials_in_flight": 1})
+    assert [r["params"] for r in trials(tmp_path / "w1")] != [r["params"] for r in trials(tmp_path / "one")]
+
+
+def test_a_killed_process_resumes_as_if_it_never_stopped(toy_task, space_file, tiny_dir, tmp_path):  # noqa: F811
+    """The CLI in a real process: SIGKILL mid-run, resume, Ctrl-C (exit 130), resume to the end;
+    the trials and the result are those of an uninterrupted run."""
+    opts = dict(space=space_file, trials=20, sampler="tpe", startup_trials=4,
+                **{**FAST, "batch_size": 2})
+    whole = run_search("optuna", task=toy_task, model=str(tiny_dir), out=tmp_path / "whole", seed=0,
+                       options=opts, progress=False)
+    run = tmp_path / "run"
+    args = ["--strategy", "optuna", "--task", toy_task.source, "--model", str(tiny_dir),
+            "--out", str(run), "--seed", "0"]
+    args += [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    assert stop_after(cli_search(args, run), run, 4, signal.SIGKILL) == -signal.SIGKILL
+    assert stop_after(cli_search([*args, "--resume"], run), run, 9, signal.SIGINT) == 130
+    assert "interrupted" in (tmp_path / "run.stderr").read_text()
+    assert len(trials(run)) < 20
+    assert cli_search([*args, "--resume"], run).wait(timeout=240) == 0
+    assert trials(run) == trials(tmp_path / "whole")
+    same_result(PromptResult.load(run), whole)
+
+
+def test_samplers_pruners_and_storages_are_declared_once_and_leave_no_global_state(monkeypatch):
+    import os
+
+    from autoprompt_search.search import blackbox_study as bs
+    from autoprompt_search.search.workers import _env_defaults
+
+    for names, registry in ((bs.SamplerName, bs.samplers), (bs.PrunerName, bs.pruners),
+                            (bs.StorageKind, bs.storages)):
+        assert registry.names() == sorted(m.value for m in names)
+    config = blackbox.OptunaConfig(sampler="random", pruner="none")
+    assert config.sampler is bs.SamplerName.random and config.pruner is bs.PrunerName.none
+    assert isinstance(bs.samplers.get("nsga2")(config, 3), optuna.samplers.NSGAIISampler)
+    assert bs.storage_kind("sqlite:///x.db") is bs.StorageKind.rdb
+    with pytest.raises(UserError, match="--pruner 'wilcoxn': choose wilcoxon, none"):
+        blackbox.OptunaConfig(pruner="wilcoxn")
+    # Optuna's verbosity is lowered inside a search only
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with bs.quiet_optuna():
+            assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(before)
+    # environment variables for Ray's processes: set inside the block only, never overwritten
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    monkeypatch.setenv("AUTOPROMPT_TEST_KEPT", "mine")
+    with _env_defaults({"RAY_USAGE_STATS_ENABLED": "0", "AUTOPROMPT_TEST_KEPT": "theirs"}):
+        assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+        assert os.environ["AUTOPROMPT_TEST_KEPT"] == "mine"
+    assert "RAY_USAGE_STATS_ENABLED" not in os.environ and os.environ["AUTOPROMPT_TEST_KEPT"] == "mine"

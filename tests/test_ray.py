@@ -1,4 +1,5 @@
-"""Ray worker pools: a local pool, and a two-node ``Cluster`` that loses a node mid-search.
+"""Ray worker pools: a two-node ``Cluster`` that loses a node mid-search, and a ``--workers 2``
+process killed and resumed; both give exactly the trials of an in-process run.
 
 Ray's start costs seconds and ~500 MB, so these tests are few and small (tiny models),
 stay on loopback and start no dashboard.
@@ -6,15 +7,19 @@ stay on loopback and start no dashboard.
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 import threading
 import time
 
 import pytest
 import yaml
+from blackbox_helpers import cli_search, log_records, same_result, stop_after, tiny_dir  # noqa: F401
+from blackbox_helpers import trials as trials_of
 
 from autoprompt_search.api import run_search
+from autoprompt_search.core.results import PromptResult
+from autoprompt_search.search import blackbox
 
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}.items():
     os.environ.setdefault(_key, _value)
@@ -44,19 +49,37 @@ def toy_yaml(toy_task, tmp_path):
 
 
 def _log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    """One record per trial (the base loop's step-0 record, before any trial, left out)."""
+    return log_records(run)
+
+
+OPTIONS = {"search_splits": "dev", "search_examples": 12, "batch_size": 2, "sampler": "tpe",
+           "startup_trials": 3, "plots": False}
 
 
 def _search(task, backend, run, trials, **options):
     return run_search("optuna", task=task, model="tiny-causal", out=run, seed=0, backend=backend,
                       progress=False, options={"space": str(run.parent / "space.yaml"),
-                                               "trials": trials, "search_splits": "dev",
-                                               "search_examples": 12, "batch_size": 2,
-                                               "pruner": "none", "plots": False, **options})
+                                               "trials": trials, **OPTIONS, **options})
 
 
-def test_two_node_cluster_survives_losing_a_node(toy_yaml, tiny_causal, tmp_path):
-    trials = 200
+def _capture_pools(monkeypatch) -> list:
+    """The worker pools the searches make, so a test can watch them."""
+    pools = []
+    real = blackbox.make_pool
+
+    def make_pool(*args, **kwargs):
+        pools.append(real(*args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(blackbox, "make_pool", make_pool)
+    return pools
+
+
+def test_two_node_cluster_survives_losing_a_node(toy_yaml, tiny_causal, tmp_path, monkeypatch):
+    """A node dies with jobs in flight: they are re-queued on the other node, no trial is lost
+    or counted twice, and the trials are exactly those of an in-process run."""
+    trials = 10
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args=dict(LOOPBACK))
@@ -64,56 +87,69 @@ def test_two_node_cluster_survives_losing_a_node(toy_yaml, tiny_causal, tmp_path
     cluster.wait_for_nodes()
     # the driver joins on loopback too (else it looks for a raylet at the machine's address)
     ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
-    run = tmp_path / "run"
-    removed = threading.Event()
+    pools = _capture_pools(monkeypatch)
+    lost = {}
 
-    def remove_worker_node():  # once the search is under way, pull the plug on one node
-        deadline = time.time() + 600
+    def lose_node():
+        """Freeze the doomed node's actor (SIGSTOP: its jobs can no longer finish), wait until
+        the pool has handed it a job, then remove the node: that job is certainly lost."""
+        deadline = time.time() + 240
         while time.time() < deadline:
-            if (run / "log.jsonl").is_file() and len(_log(run)) >= 2:
+            pool = pools[0] if pools else None
+            actor = pool and next((a for a in list(pool.actors) if a.node == worker.node_id), None)
+            if actor is not None and "pid" not in lost:
+                os.kill(actor.pid, signal.SIGSTOP)
+                lost["pid"] = actor.pid
+            if "pid" in lost and pool.in_flight_by_node().get(worker.node_id, 0) > 0:
+                lost["jobs"] = pool.in_flight_by_node()[worker.node_id]
                 cluster.remove_node(worker, allow_graceful=False)
-                removed.set()
                 return
-            time.sleep(0.2)
+            time.sleep(0.01)
 
-    watcher = threading.Thread(target=remove_worker_node, daemon=True)
+    watcher = threading.Thread(target=lose_node, daemon=True)
     try:
         watcher.start()
-        # enough trials that the search is still running when the node is gone (a short search
-        # can finish during remove_node, before the dead actor's jobs fail)
-        result = _search(toy_yaml, tiny_causal, run, trials=trials, workers=2)
+        result = _search(toy_yaml, tiny_causal, tmp_path / "run", trials=trials, workers=2)
         watcher.join(timeout=5)
     finally:
+        if "pid" in lost:
+            try:
+                os.kill(lost["pid"], signal.SIGKILL)  # the frozen actor, if its node left it
+            except ProcessLookupError:
+                pass
         ray.shutdown()
         cluster.shutdown()
-    assert removed.is_set(), "the search ended before the node could be removed"
-    records = _log(run)
+    assert lost.get("jobs", 0) >= 1, "the node was not removed with jobs in flight"
+    records = _log(tmp_path / "run")
     # every trial accounted for: all finished, each once, each scored on every example once
     assert [r["step"] for r in records] == list(range(1, trials + 1))
     assert len({r["trial"] for r in records}) == trials
-    assert all(r["state"] == "COMPLETE" and r["examples"] == 12 for r in records)
-    assert result.extra["trials_done"] == trials
+    assert all(r["state"] in ("COMPLETE", "PRUNED") for r in records)
+    assert all(r["examples"] == 12 for r in records if r["state"] == "COMPLETE")
     # the jobs the dead node held were handed back and re-run on the surviving worker; a
     # replacement actor (if one was started) waits for a free CPU and never came up
-    assert result.extra["lost_jobs"] >= 1, result.extra
+    assert result.extra["lost_jobs"] >= lost["jobs"] and result.extra["requeued_jobs"] >= 1
     assert result.extra["workers"] == 1, result.extra
+    # trials in flight = 2 workers x 2 jobs: the same trials as in-process with 4 in flight
+    local = _search(toy_yaml, tiny_causal, tmp_path / "local", trials=trials, trials_in_flight=4)
+    assert trials_of(tmp_path / "run") == trials_of(tmp_path / "local")
+    same_result(result, local)
 
 
-def test_local_ray_pool_matches_in_process_scores(toy_yaml, tiny_causal, tmp_path):
-    """Two Ray workers on this machine score each design exactly as the in-process path does."""
-    os.environ["RAY_ADDRESS"] = ""
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        ray_result = _search(toy_yaml, tiny_causal, tmp_path / "ray", trials=5, workers=2,
-                             sampler="random")
-    finally:
-        ray.shutdown()
-    local = _search(toy_yaml, tiny_causal, tmp_path / "local", trials=5, workers=1, sampler="random")
-    by_params = {json.dumps(r["params"], sort_keys=True): r["value"] for r in _log(tmp_path / "local")}
-    ray_records = _log(tmp_path / "ray")
-    assert ray_result.extra["workers"] == 2 and len(ray_records) == 5
-    for r in ray_records:
-        key = json.dumps(r["params"], sort_keys=True)
-        if key in by_params:
-            assert r["value"] == pytest.approx(by_params[key])
-    assert sum(json.dumps(r["params"], sort_keys=True) in by_params for r in ray_records) >= 2
+def test_killed_ray_run_resumes_as_if_it_never_stopped(toy_yaml, tiny_dir, tiny_causal, tmp_path):  # noqa: F811
+    """`--workers 2` (two Ray actors) in a real process, killed with SIGKILL (with its Ray)
+    mid-run and resumed: the same trials and result as an uninterrupted in-process run with
+    the same number of trials in flight (so the Ray pool changes nothing either)."""
+    run = tmp_path / "run"
+    args = ["--strategy", "optuna", "--task", str(toy_yaml.source), "--model", str(tiny_dir),
+            "--out", str(run), "--seed", "0", "--space", str(tmp_path / "space.yaml"),
+            "--trials", "16", "--workers", "2"]
+    args += [a for k, v in OPTIONS.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    assert stop_after(cli_search(args, run), run, 4, signal.SIGKILL) == -signal.SIGKILL
+    assert len(_log(run)) < 16
+    assert cli_search([*args, "--resume"], run).wait(timeout=280) == 0
+    resumed = PromptResult.load(run)
+    assert resumed.extra["workers"] == 2 and resumed.extra["trials_in_flight"] == 4
+    local = _search(toy_yaml, tiny_causal, tmp_path / "local", trials=16, trials_in_flight=4)
+    assert trials_of(run) == trials_of(tmp_path / "local")
+    same_result(resumed, local)

@@ -28,8 +28,7 @@ BUDGETS = {
     "gradient": {"iterations": 4, "k": 4, "batch_size": 6, "init": "random"},
     "soft": {"steps": 4, "batch_size": 6, "eval_every": 2, "init": "random", "lr": 0.5},
     "pez": {"steps": 4, "batch_size": 6, "eval_every": 2, "init": "random", "lr": 0.5},
-    "optuna": {"trials": 6, "startup_trials": 2, "search_examples": 8, "plots": False,
-               "storage": "memory"},
+    "optuna": {"trials": 6, "startup_trials": 2, "search_examples": 8, "plots": False},
 }
 # the score a strategy reports for its saved (hard) prompt on the dev split; None: the strategy
 # reports no dev score of the saved prompt (optuna scores on a subset of train + dev)

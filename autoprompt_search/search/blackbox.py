@@ -1,18 +1,22 @@
 """Black-box prompt search: Optuna proposes prompt designs, workers score them.
 
-A trial is a whole prompt design drawn from a search space (``spaces.py``): the
-template (human prompts and variants, optionally with trigger slots filled from a
-pool built by the tool), the instruction, the verbalizer set and the few-shot
-demonstrations (how many, which, in what order). It is scored on a fixed set of
-search-split examples in a per-trial shuffled order; one score per example (1 if the
-prediction is right) is reported to Optuna's ``WilcoxonPruner``, which stops a
-design once it is significantly worse than the best one on the same examples.
+A trial is a whole prompt design drawn from a search space (``core/spaces.py``,
+bound to the task and model in ``blackbox_space.py``): the template (human prompts
+and variants, optionally with trigger slots filled from a pool built by the tool), the
+instruction, the verbalizer set and the few-shot demonstrations (how many, which, in
+what order). It is scored on a fixed set of search-split examples in a per-trial
+shuffled order; one score per example (1 if the prediction is right) is reported to
+Optuna's ``WilcoxonPruner``, which stops a design once it is significantly worse than
+the best one on the same examples.
 
-The coordinator is the only writer of the study: it calls ``ask()``/``tell()`` and
-keeps a :class:`~autoprompt_search.search.workers.WorkerPool` busy -- in-process for
-``--workers 1``, Ray actors otherwise. The human prompts are enqueued as the first
-trials (and never pruned), so the result is never worse than the best human prompt on
-the search examples.
+The coordinator is the only writer of the study: a
+:class:`~autoprompt_search.search.blackbox_schedule.TrialScheduler` asks and tells in
+an order that does not depend on timing (so a seed fixes the trials for any number of
+workers) and keeps a :class:`~autoprompt_search.search.workers.WorkerPool` busy --
+in-process for ``--workers 1``, Ray actors otherwise. The human prompts are enqueued as
+the first trials (and never pruned), so the result is never worse than the best human
+prompt on the search examples. ``--resume`` replays the stored study so that a killed
+run continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -20,37 +24,50 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import optuna
-import optuna.distributions as od
-from optuna.trial import TrialState
-from tqdm.auto import tqdm
+from optuna.trial import FrozenTrial, TrialState
 
-from ..core.data import Example
 from ..core.errors import UserError
 from ..core.results import PromptResult, task_reference, write_json
-from ..scoring.scorer import PromptScorer
-from ..core.spaces import TASK_VERBALIZER, SearchSpace, default_space, insert_triggers, load_space
+from ..core.spaces import SearchSpace, default_space, load_space
 from ..core.templates import Template
-from .base import SearchContext, Searcher, strategies
-from .pools import TriggerPool, build_pool
-from .workers import BackendRecipe, Design, Job, Outcome, make_pool
+from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
+from .blackbox_schedule import TrialScheduler, align, replay
+from .blackbox_space import BoundSpace, bind_space, pick_examples
+from .blackbox_study import (
+    PrunerName,
+    SamplerName,
+    StorageKind,
+    choice,
+    counted,
+    finished,
+    pruners,
+    quiet_optuna,
+    record,
+    samplers,
+    save_plots,
+    storage_kind,
+    storages,
+)
+from .workers import BackendRecipe, make_pool
 
 log = logging.getLogger(__name__)
-SAMPLERS = ("tpe", "nsga2", "random")
-PRUNERS = ("wilcoxon", "none")
-MAX_JOB_ATTEMPTS = 5  # a job lost this many times (worker deaths) fails its trial
+
+__all__ = ["BlackBoxSearcher", "OptunaConfig", "counted", "save_plots"]
 
 
 @dataclass
-class OptunaConfig:
+class OptunaConfig(SearchConfig):
+    """Settings of the black-box search (and the base loop's: --time-budget, --patience in trials)."""
+
+    budget_field: ClassVar[str] = "trials"
+
     space: str = field(default="", metadata={"help": "Search-space YAML file or shipped space name "
                                                      "(default: search_spaces/<task>.yaml)."})
     trials: int = field(default=50, metadata={"help": "Trials in total, human prompts included "
@@ -60,10 +77,12 @@ class OptunaConfig:
     ray_address: str = field(default="", metadata={"help": "Join a Ray cluster: 'auto' or HOST:PORT "
                                                            "(default: start Ray on this machine).",
                                                    "resumable": True})
-    sampler: str = field(default="tpe", metadata={"help": "tpe (constant_liar), nsga2 or random."})
+    sampler: SamplerName = field(default=SamplerName.tpe,
+                                 metadata={"help": "tpe (constant_liar), nsga2 or random."})
     startup_trials: int = field(default=10, metadata={"help": "TPE: random trials before modelling."})
     population: int = field(default=16, metadata={"help": "NSGA-II population size."})
-    pruner: str = field(default="wilcoxon", metadata={"help": "wilcoxon (per-example test) or none."})
+    pruner: PrunerName = field(default=PrunerName.wilcoxon,
+                               metadata={"help": "wilcoxon (per-example test) or none."})
     p_threshold: float = field(default=0.1, metadata={"help": "WilcoxonPruner p-value threshold."})
     storage: str = field(default="journal", metadata={"help": "journal (study.journal in the run folder), "
                                                               "memory, or an RDB URL (postgresql://...)."})
@@ -76,14 +95,20 @@ class OptunaConfig:
     per_actor: int = field(default=2, metadata={"help": "Jobs in flight per Ray actor."})
     gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs each Ray actor reserves "
                                                                   "(0.25: four actors share one GPU)."})
+    trials_in_flight: int = field(default=0, metadata={
+        "help": "Trials scored at once (asked before the earlier ones are told); 0: 1 in-process, "
+                "else workers x per-actor. The same seed and value give the same trials.",
+        "resumable": True})
     plots: bool = field(default=True, metadata={"help": "Save optimisation-history and "
                                                         "parameter-importance plots (PNG)."})
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"--sampler {self.sampler!r}: choose {', '.join(SAMPLERS)}")
-        if self.pruner not in PRUNERS:
-            raise UserError(f"--pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
+        super().__post_init__()
+        self.sampler = choice(SamplerName, samplers, self.sampler, "--sampler")
+        self.pruner = choice(PrunerName, pruners, self.pruner, "--pruner")
+        if self.trials_in_flight < 0:
+            raise UserError("--trials-in-flight must be >= 0 (0: 1 in-process, else workers x per-actor)")
+        storage_kind(self.storage)  # an unknown storage is refused before anything is written
         for name in ("trials", "workers", "search_examples", "batch_size", "per_actor", "population"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -99,84 +124,6 @@ class OptunaConfig:
                             "the test split is never searched on")
 
 
-@dataclass
-class BoundSpace:
-    """A space resolved for one task, model and seed: concrete choices and the examples."""
-
-    space: SearchSpace
-    templates: list[str]
-    verbalizers: dict[str, dict[str, list[str]]]
-    instructions: list[str]
-    demo_pool: list[Example]
-    pool: TriggerPool
-    dropped: list[str]
-
-    def design(self, get: Callable[[str, Any], Any]) -> Design:
-        """Build a design, asking ``get(name, distribution)`` for each choice made."""
-        template = _choose(get, "template", self.templates)
-        verb_name = _choose(get, "verbalizer", list(self.verbalizers))
-        instruction = _choose(get, "instruction", self.instructions)
-        shots = _draw(get, "shots", self.space.param("shots"))
-        by_id = {ex.id: ex for ex in self.demo_pool}
-        demo_ids: list[int] = []
-        for i in range(shots):
-            d = get(f"demo_{i}", od.CategoricalDistribution(list(by_id)))
-            if d not in demo_ids:  # a demonstration drawn twice is used once
-                demo_ids.append(d)
-        extra = _draw(get, "trigger_slots", self.space.param("trigger_slots"))
-        if extra:
-            position = _draw(get, "trigger_position", self.space.param("trigger_position"))
-            template = insert_triggers(template, extra, position)
-        n_slots = Template.parse(template).num_triggers
-        pool = od.CategoricalDistribution(list(self.pool.token_ids))
-        triggers = tuple(int(get(f"trigger_{i}", pool)) for i in range(n_slots))
-        return Design(template, self.verbalizers[verb_name], triggers, instruction,
-                      tuple(by_id[i] for i in demo_ids), self.space.demos.separator)
-
-    def human_params(self, template: str) -> dict[str, Any]:
-        """Params that reproduce a human prompt as written (no instruction, demos, triggers)."""
-        params: dict[str, Any] = {"template": template, "verbalizer": TASK_VERBALIZER,
-                                  "instruction": "" if "" in self.instructions else self.instructions[0]}
-        for name in ("shots", "trigger_slots"):
-            dist = self.space.param(name)
-            if isinstance(dist, od.BaseDistribution):
-                params[name] = dist.low
-        return params
-
-
-def _choose(get, name: str, choices: list) -> Any:
-    return choices[0] if len(choices) == 1 else get(name, od.CategoricalDistribution(choices))
-
-
-def _draw(get, name: str, value: Any) -> Any:
-    return get(name, value) if isinstance(value, od.BaseDistribution) else value
-
-
-def _suggest(trial: optuna.Trial, name: str, dist: od.BaseDistribution) -> Any:
-    if isinstance(dist, od.CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, od.IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def counted(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a finished trial uses up budget (interrupted trials are re-run instead)."""
-    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        t.state == TrialState.FAIL and "error" in t.user_attrs)
-
-
-@dataclass
-class _TrialRun:
-    trial: optuna.Trial
-    design: Design
-    pending: deque
-    chunks: int
-    human: str | None
-    started: float = field(default_factory=time.perf_counter)
-    done: dict[int, list[float]] = field(default_factory=dict)
-    steps: int = 0
-
 
 @strategies.register("optuna")
 class BlackBoxSearcher(Searcher):
@@ -184,6 +131,7 @@ class BlackBoxSearcher(Searcher):
 
     name = "optuna"
     Config = OptunaConfig
+    unit = "trial"
 
     # --- setup --------------------------------------------------------------------------
     def resolved_config(self, ctx: SearchContext) -> dict[str, Any]:
@@ -205,163 +153,183 @@ class BlackBoxSearcher(Searcher):
         space.check_task(ctx.task)
         return space
 
-    def _examples(self, ctx: SearchContext, space: SearchSpace) -> tuple[list[Example], list[Example]]:
-        """(demonstration pool, search examples): disjoint, seeded, never from test."""
-        rng = random.Random(self.seed)
-        split = space.demos.split
-        candidates = ctx.task.examples(split)
-        rng.shuffle(candidates)
-        if space.demos.per_class:
-            by_class: dict[int, list[Example]] = {}
-            for ex in candidates:
-                by_class.setdefault(ex.label, []).append(ex)
-            order = []
-            queues = [by_class[c] for c in sorted(by_class)]
-            while any(queues):
-                for q in queues:
-                    if q:
-                        order.append(q.pop(0))
-            candidates = order
-        need = space.max_shots and space.demos.pool_size
-        demo_pool = candidates[:need] if need else []
-        if len(demo_pool) < space.max_shots:
-            raise UserError(f"the {split} split has {len(demo_pool)} examples for demonstrations; "
-                            f"the space asks for up to {space.max_shots}")
-        taken = {ex.id for ex in demo_pool}
-        search: list[Example] = []
-        for s in self.config.search_splits:
-            search += [ex for ex in ctx.task.examples(s) if not (s == split and ex.id in taken)]
-        rng.shuffle(search)
-        search = search[: self.config.search_examples]
-        if len(search) < 2:
-            raise UserError("fewer than 2 search examples left after the demonstration pool; "
-                            "use more data or a smaller demos.pool_size")
-        return demo_pool, search
-
-    def _bind(self, ctx: SearchContext, space: SearchSpace, demo_pool, search, pool_file) -> BoundSpace:
-        backend = ctx.backend
-        dropped: list[str] = []
-        verbalizers = {}
-        probe = space.template_choices(ctx.task)
-        for name, verb in space.verbalizer_choices(ctx.task).items():
-            try:
-                _try_scorer(ctx, probe, verb)
-                verbalizers[name] = verb
-            except UserError as exc:
-                dropped.append(f"verbalizer {name}: {exc}")
-        if TASK_VERBALIZER not in verbalizers:
-            raise UserError(f"the task's own verbalizer cannot be scored by this model: {dropped}")
-        templates = []
-        for t in probe:
-            try:
-                PromptScorer(backend, ctx.task, t, ctx.task.verbalizer)
-                templates.append(t)
-            except UserError as exc:
-                dropped.append(f"template {t!r}: {exc}")
-        if not templates:
-            raise UserError("no template of the space can be read by this model: " + "; ".join(dropped))
-        for d in dropped:
-            log.warning("left out of the space: %s", d)
-        if pool_file is not None and pool_file.is_file():
-            pool = TriggerPool.from_dict(json.loads(pool_file.read_text()))
-        elif space.max_trigger_slots or any(Template.parse(t).num_triggers for t in templates):
-            pool = build_pool(backend, ctx.task, space, search, templates, list(verbalizers.values()))
-        else:
-            pool = TriggerPool((), (), "none")
-        if pool_file is not None:
-            write_json(pool_file, pool.to_dict())
-        return BoundSpace(space, templates, verbalizers, space.instructions, demo_pool, pool, dropped)
-
-    def _sampler(self, n_done: int) -> optuna.samplers.BaseSampler:
-        seed = self.seed + n_done  # a resumed run reseeds past the trials it already has
-        if self.config.sampler == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
-                                              n_startup_trials=self.config.startup_trials)
-        if self.config.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=self.config.population)
-        return optuna.samplers.RandomSampler(seed=seed)
-
-    def _storage(self, ctx: SearchContext):
-        kind = self.config.storage
-        if kind == "memory" or (kind == "journal" and ctx.run is None):
-            if ctx.resume:
-                raise UserError("--resume needs a stored study; use --storage journal or an RDB URL")
-            return optuna.storages.InMemoryStorage()
-        if kind == "journal":
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            return JournalStorage(JournalFileBackend(str(ctx.run.path / "study.journal")))
-        if "://" in kind:
-            try:
-                return optuna.storages.RDBStorage(kind)
-            except ImportError as exc:
-                raise UserError(f"--storage {kind}: a database driver is missing ({exc})") from None
-        raise UserError(f"--storage {kind!r}: use journal, memory or a database URL such as "
-                        "postgresql://user@host/db or sqlite:///study.db")
-
-    # --- the search ---------------------------------------------------------------------
-    def search(self, ctx: SearchContext) -> PromptResult:
+    @property
+    def window(self) -> int:
+        """Trials in flight: --trials-in-flight, else one in-process, else one per job slot."""
         cfg = self.config
-        space = self._space(ctx)
-        config = self.resolved_config(ctx)
-        if ctx.run is not None:
-            ctx.run.start(config, ctx.resume, self.resumable_keys())
+        if cfg.trials_in_flight:
+            return cfg.trials_in_flight
+        return 1 if cfg.workers == 1 and not cfg.ray_address else cfg.workers * cfg.per_actor
+
+    def _storage(self, ctx: SearchContext) -> tuple[StorageKind, optuna.storages.BaseStorage]:
+        kind = storage_kind(self.config.storage)
+        folder = ctx.run.path if ctx.run is not None else None
+        if ctx.resume and (kind == StorageKind.memory or folder is None and kind == StorageKind.journal):
+            raise UserError("--resume needs a stored study; use --storage journal or an RDB URL")
+        return kind, storages.get(kind.value)(self.config.storage, folder)
+
+    # --- the base loop's hooks: one step = one trial told -------------------------------
+    # (Optuna logs warnings only inside them: quiet_optuna restores its verbosity after)
+    def setup(self, ctx: SearchContext) -> None:
+        cfg = self.config
+        self._ctx = ctx
+        self._searched = self._space(ctx)
+        self.demo_pool, self.examples = pick_examples(ctx.task, self._searched, cfg.search_splits,
+                                                      cfg.search_examples, self.seed)
+        self.bound: BoundSpace | None = None
+        self.study: optuna.Study | None = None
+        self.sched: TrialScheduler | None = None
+        self._pool = None
+        self._told: deque[FrozenTrial] = deque()  # told, not yet logged as a step
+        self.stats = {"loop_seconds": 0.0}
+
+    def init_state(self, ctx: SearchContext) -> None:
+        with quiet_optuna():
+            self._open(ctx, logged=0)
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"trials_done": self.sched.done - len(self._told), "study_name": self.study.study_name,
+                "best_value": _best(self.study)}, {}
+
+    def load_state_dict(self, data: dict[str, Any], tensors: dict[str, Any]) -> None:
+        with quiet_optuna():
+            self._open(self._ctx, logged=int(data["trials_done"]))
+
+    def evaluate(self, ctx: SearchContext) -> Score:
+        """The best search accuracy so far (the study holds the best design)."""
+        best = _best(self.study)
+        return Score(best if best is not None else 0.0, 0.0)
+
+    def keep_best(self, state: SearchState) -> None:
+        pass  # the study keeps every trial; the result is its best one
+
+    def step(self, ctx: SearchContext, state: SearchState) -> dict[str, Any]:
+        if not self._told:
+            try:
+                with quiet_optuna():
+                    self._run_until_told(ctx)
+            except BaseException:  # Ctrl-C, a lost cluster: stop the workers, keep the study
+                self._close_pool()
+                raise
+        frozen = self._told.popleft()
+        return {k: v for k, v in record(frozen, 0).items() if k != "step"}
+
+    def result(self, ctx: SearchContext, state: SearchState) -> PromptResult:
+        stats = {"trials_done": self.sched.done, "trials_in_flight": self.window,
+                 "requeued_jobs": self.sched.requeued, "stopped": getattr(state.stopped, "value", None),
+                 "workers": self._pool.workers if self._pool is not None else 0,
+                 "restarts": getattr(self._pool, "restarts", 0),
+                 "lost_jobs": getattr(self._pool, "lost_jobs", 0),
+                 "loop_seconds": round(self.stats["loop_seconds"], 3)}
+        self._close_pool()
+        done = [t for t in self.study.get_trials(deepcopy=False) if counted(t)]  # over all sessions
+        stats["pruned"] = sum(t.state == TrialState.PRUNED for t in done)
+        stats["failed"] = sum(t.state == TrialState.FAIL for t in done)
+        return self._export(ctx, self.study, self.bound, self.examples, stats)
+
+    def save_artifacts(self, ctx: SearchContext, result: PromptResult) -> None:
+        if self.config.plots:
+            result.extra["plots"] = save_plots(self.study, ctx.run.path)
+        write_json(ctx.run.path / "trials.json", [record(t, i) for i, t in
+                                                  enumerate(finished(self.study), 1)])
+
+    # --- the study and the workers --------------------------------------------------------
+    def _open(self, ctx: SearchContext, logged: int) -> None:
+        """Bind the space, open (or replay) the study, set up the scheduler; ``logged``: trials
+        the run folder's log already shows (a killed run may have told more)."""
+        cfg = self.config
+        pool_file = ctx.run.path / "pool.json" if ctx.run is not None else None
         if ctx.resume and cfg.storage == "journal" and not (ctx.run.path / "study.journal").exists():
             raise UserError(f"--resume: {ctx.run.path} has no study.journal to continue")
-        demo_pool, search = self._examples(ctx, space)
-        pool_file = ctx.run.path / "pool.json" if ctx.run is not None else None
-        bound = self._bind(ctx, space, demo_pool, search, pool_file)
+        self.bound = bind_space(ctx.backend, ctx.task, self._searched, self.demo_pool, self.examples,
+                                pool_file)
         study_name = cfg.study_name or (ctx.run.path.name if ctx.run is not None else "autoprompt")
-        storage = self._storage(ctx)
-        exists = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)} \
-            if not isinstance(storage, optuna.storages.InMemoryStorage) else False
-        shared = "://" in cfg.storage  # a database study that several coordinators may share
+        kind, storage = self._storage(ctx)
+        exists = kind != StorageKind.memory and study_name in {
+            s.study_name for s in optuna.get_all_study_summaries(storage)}
+        shared = kind == StorageKind.rdb  # a database study that several coordinators may share
         if exists and not ctx.resume and not shared:
             raise UserError(f"the storage already holds a study '{study_name}'; pass --resume to "
                             "continue it or choose another --study-name")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        n_done = 0
+        self.study, in_flight = self._open_study(ctx, self.bound, storage, study_name, exists, shared)
+        self.sched = TrialScheduler(self.study, design=self.bound.suggest, examples=self.examples,
+                                    seed=self.seed, trials=cfg.trials, window=self.window,
+                                    chunk=cfg.batch_size, on_finish=self._told.append)
+        self._told.extend(finished(self.study)[logged:])  # told by a killed run after its checkpoint
+        if in_flight:  # trials a killed run left running: scored again from scratch
+            adopt_study = optuna.load_study(study_name=study_name, storage=storage,
+                                            sampler=optuna.samplers.RandomSampler(),
+                                            pruner=self.study.pruner)
+            for frozen in in_flight:
+                trial = optuna.Trial(adopt_study, frozen._trial_id)
+                self.sched.adopt(trial, lambda t, p=frozen.params: self.bound.rebuild(p),
+                                 set(trial._cached_frozen_trial.intermediate_values))
+
+    def _run_until_told(self, ctx: SearchContext) -> None:
+        """Keep the workers busy until the scheduler tells the next trial."""
+        cfg = self.config
+        if self._pool is None:
+            recipe = worker_recipe(ctx, cfg)
+            self._pool = make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
+                                   batch_size=cfg.batch_size, address=cfg.ray_address or None,
+                                   per_actor=cfg.per_actor)
+            self.sched.start()
+        pool, sched = self._pool, self.sched
+        start = time.perf_counter()
+        try:
+            while not self._told:
+                while pool.free_slots > 0:
+                    job = sched.next_job()
+                    if job is None:
+                        break
+                    pool.submit(job)
+                if pool.in_flight == 0 and pool.free_slots > 0:
+                    raise RuntimeError(f"the scheduler has nothing to run but no trial was told "
+                                       f"(in flight: {list(sched.active)})")
+                for out in pool.poll():
+                    sched.handle(out)
+        finally:
+            self.stats["loop_seconds"] += time.perf_counter() - start
+
+    def _close_pool(self) -> None:
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.close()
+
+    def _open_study(self, ctx, bound: BoundSpace, storage, study_name: str, exists: bool,
+                    shared: bool) -> tuple[optuna.Study, list[FrozenTrial]]:
+        """The study with a sampler in the state the run needs, and the trials to re-score.
+
+        A resumed run's sampler is brought to where the killed run left it by replaying the
+        stored study; a study the replay cannot follow (made by an older version, or shared
+        by several coordinators) gets a sampler reseeded past its trials instead.
+        """
+        cfg = self.config
+        make_sampler = samplers.get(cfg.sampler.value)
+        pruner = pruners.get(cfg.pruner.value)(cfg)
+        sampler, frontier, stored = make_sampler(cfg, self.seed), None, []
         if exists:
-            n_done = sum(counted(t) for t in optuna.load_study(study_name=study_name,
-                                                               storage=storage).trials)
-        with warnings.catch_warnings():  # WilcoxonPruner is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            pruner = (optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold)
-                      if cfg.pruner == "wilcoxon" else optuna.pruners.NopPruner())
+            stored = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+            if not shared:
+                frontier = replay(stored, sampler, bound.suggest)
+            if frontier is None:
+                log.warning("the stored study cannot be replayed; the resumed run is reproducible "
+                            "but not identical to an uninterrupted one")
+                sampler = make_sampler(cfg, self.seed + sum(counted(t) for t in stored))
         study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                    sampler=self._sampler(n_done), pruner=pruner,
-                                    load_if_exists=exists)
+                                    sampler=sampler, pruner=pruner, load_if_exists=exists)
+        if frontier is not None:
+            align(storage, study._study_id, frontier, stored)
+            return study, frontier.in_flight
         if exists and not shared:
-            self._recover(study)  # (RUNNING trials of a shared study may be another coordinator's)
+            self._recover(study)
         elif not exists:
             for t in bound.templates:
                 human = next((p.name or p.template for p in ctx.task.prompts if p.template == t), None)
                 if human is not None or t == ctx.template:
                     study.enqueue_trial(bound.human_params(t),
                                         user_attrs={"human": human or "--template"})
-        if ctx.run is not None:
-            self._rewrite_log(ctx, study)
-        recipe = worker_recipe(ctx, cfg)
-        start = time.perf_counter()
-        with make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
-                       batch_size=cfg.batch_size, address=cfg.ray_address or None,
-                       per_actor=cfg.per_actor) as pool:
-            stats = self._loop(ctx, study, bound, search, pool)
-            stats["workers"] = pool.workers
-            stats["restarts"] = getattr(pool, "restarts", 0)
-            stats["lost_jobs"] = getattr(pool, "lost_jobs", 0)
-        stats["seconds"] = round(time.perf_counter() - start, 2)
-        finished = [t for t in study.get_trials(deepcopy=False) if counted(t)]  # over all sessions
-        stats["pruned"] = sum(t.state == TrialState.PRUNED for t in finished)
-        stats["failed"] = sum(t.state == TrialState.FAIL for t in finished)
-        result = self._export(ctx, study, bound, search, config, stats)
-        if ctx.run is not None:
-            if cfg.plots:
-                result.extra["plots"] = save_plots(study, ctx.run.path)
-            write_json(ctx.run.path / "trials.json", [_record(t, i) for i, t in
-                                                      enumerate(_finished(study), 1)])
-            ctx.run.save_result(result)  # (until this strategy runs on the base loop)
-        return result
+        return study, []
 
     def _recover(self, study: optuna.Study) -> None:
         """Trials left running by a killed run: mark failed and queue their params again."""
@@ -370,109 +338,8 @@ class BlackBoxSearcher(Searcher):
             study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items()
                                                       if k == "human"})
 
-    def _loop(self, ctx, study, bound: BoundSpace, search: list[Example], pool) -> dict[str, Any]:
-        cfg = self.config
-        done = sum(counted(t) for t in study.trials)
-        best = _best_value(study)
-        active: dict[int, _TrialRun] = {}
-        requeue: deque[Job] = deque()
-        pruned = failed = 0
-        bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc="trials", unit="trial",
-                   disable=not ctx.progress)
-        if best is not None:
-            bar.set_postfix(best=f"{best:.3f}")
-        chunk = cfg.batch_size
-
-        def next_job() -> Job | None:
-            while requeue:
-                job = requeue.popleft()
-                if job.trial in active:
-                    return job
-            for run in active.values():
-                if run.pending:
-                    return run.pending.popleft()
-            if done + len(active) >= cfg.trials:
-                return None
-            trial = study.ask()
-            try:
-                design = bound.design(lambda name, dist: _suggest(trial, name, dist))
-            except UserError as exc:
-                finish(trial, None, TrialState.FAIL, str(exc))
-                return next_job()
-            order = random.Random(f"{self.seed}-{trial.number}").sample(range(len(search)), len(search))
-            jobs = deque(Job(trial.number, k, design, tuple(order[i:i + chunk]),
-                             tuple(search[j] for j in order[i:i + chunk]))
-                         for k, i in enumerate(range(0, len(order), chunk)))
-            active[trial.number] = _TrialRun(trial, design, jobs, len(jobs),
-                                             trial.user_attrs.get("human"))
-            return next_job()
-
-        def finish(trial, run: _TrialRun | None, state, error: str | None = None, value=None) -> None:
-            nonlocal done, best, pruned, failed
-            if error is not None:
-                trial.set_user_attr("error", error[:500])
-            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-            active.pop(trial.number, None)
-            done += 1
-            pruned += state == TrialState.PRUNED
-            failed += state == TrialState.FAIL
-            if value is not None and (best is None or value > best):
-                best = value
-            if ctx.run is not None:
-                frozen = study._storage.get_trial(trial._trial_id)
-                ctx.run.log(_record(frozen, done))
-                ctx.run.save_checkpoint({"trials_done": done, "best_value": best,
-                                         "study_name": study.study_name})
-            bar.update(1)
-            bar.set_postfix(best=f"{best:.3f}" if best is not None else "-", pruned=pruned)
-
-        def handle(out: Outcome) -> None:
-            run = active.get(out.job.trial)
-            if run is None:  # the trial was pruned or failed while this job was in flight
-                return
-            if out.lost:
-                if out.job.attempts >= MAX_JOB_ATTEMPTS:
-                    finish(run.trial, run, TrialState.FAIL,
-                           f"a job was lost {out.job.attempts} times (workers kept dying)")
-                else:
-                    requeue.append(out.job)
-                return
-            if out.error is not None:
-                finish(run.trial, run, TrialState.FAIL, str(out.error))
-                return
-            if out.job.chunk in run.done:  # never count a chunk twice
-                return
-            run.done[out.job.chunk] = out.scores
-            for step, score in zip(out.job.steps, out.scores):
-                run.trial.report(score, step)
-            run.steps += len(out.scores)
-            if len(run.done) == run.chunks:
-                scores = [s for c in sorted(run.done) for s in run.done[c]]
-                run.trial.set_user_attr("examples", len(scores))
-                finish(run.trial, run, TrialState.COMPLETE, value=sum(scores) / len(scores))
-            elif run.human is None and run.trial.should_prune():
-                scores = [s for c in run.done.values() for s in c]
-                run.trial.set_user_attr("examples", run.steps)
-                run.trial.set_user_attr("partial_accuracy", sum(scores) / len(scores))
-                finish(run.trial, run, TrialState.PRUNED)
-
-        loop_start = time.perf_counter()
-        while True:
-            while pool.free_slots > 0:
-                job = next_job()
-                if job is None:
-                    break
-                pool.submit(job)
-            if pool.in_flight == 0 and pool.free_slots > 0:
-                break  # nothing in flight and nothing left to submit
-            for out in pool.poll():
-                handle(out)
-        bar.close()
-        return {"trials_done": done, "pruned": pruned, "failed": failed,
-                "loop_seconds": round(time.perf_counter() - loop_start, 3)}
-
     # --- export -------------------------------------------------------------------------
-    def _export(self, ctx, study, bound: BoundSpace, search, config, stats) -> PromptResult:
+    def _export(self, ctx, study, bound: BoundSpace, search, stats) -> PromptResult:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             raise UserError("no trial completed; see log.jsonl in the run folder for why")
@@ -493,7 +360,7 @@ class BlackBoxSearcher(Searcher):
             task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
-            scores=scores, config=config,
+            scores=scores,
             extra={"trial": best.number, "params": best.params, **stats,
                    "best_human": best_human.user_attrs["human"] if best_human else None,
                    "space": bound.space.source, "trigger_pool": {"source": bound.pool.source,
@@ -501,78 +368,15 @@ class BlackBoxSearcher(Searcher):
                    "left_out": bound.dropped, "search_example_ids": [ex.id for ex in search]},
         )
 
-    def _rewrite_log(self, ctx, study) -> None:
-        """log.jsonl rebuilt from the study (the study is the record a killed run keeps)."""
-        ctx.run.log_path.write_text("")
-        for i, t in enumerate(_finished(study), 1):
-            ctx.run.log(_record(t, i))
 
-
-def _try_scorer(ctx, templates, verbalizer) -> None:
-    errors = []
-    for t in templates:
-        try:
-            PromptScorer(ctx.backend, ctx.task, t, verbalizer)
-            return
-        except UserError as exc:
-            errors.append(exc)
-    raise errors[-1]
-
-
-def _finished(study) -> list:
-    done = [t for t in study.get_trials(deepcopy=False) if counted(t)]
-    return sorted(done, key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
-
-
-def _best_value(study) -> float | None:
+def _best(study: optuna.Study) -> float | None:
     values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return max(values) if values else None
-
-
-def _record(t: optuna.trial.FrozenTrial, step: int) -> dict[str, Any]:
-    seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
-        if t.datetime_complete and t.datetime_start else None
-    value = t.value if t.state == TrialState.COMPLETE else None
-    return {"step": step, "trial": t.number, "state": t.state.name, "value": value,
-            "partial_accuracy": t.user_attrs.get("partial_accuracy"),
-            "examples": t.user_attrs.get("examples"), "human": t.user_attrs.get("human"),
-            "error": t.user_attrs.get("error"), "seconds": seconds, "params": t.params}
 
 
 def _file_hash(path: str) -> str | None:
     p = Path(path)
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
-
-
-def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
-    """Optimisation history and parameter importances as PNG files (headless Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    out: dict[str, str] = {}
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots = {"optimization_history.png": ovm.plot_optimization_history}
-    varied = {k for t in complete for k in t.params if len({str(s.params.get(k)) for s in complete}) > 1}
-    if len(complete) >= 2 and varied:
-        plots["param_importances.png"] = ovm.plot_param_importances
-    else:
-        out["param_importances.png"] = "skipped: fewer than 2 completed trials with varied params"
-    for name, fn in plots.items():
-        try:
-            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = fn(study)
-        except (ValueError, RuntimeError) as exc:  # optuna refuses (e.g. one distinct value)
-            out[name] = f"skipped: {exc}"
-            continue
-        ax.figure.tight_layout()
-        ax.figure.savefig(folder / name, dpi=100)
-        plt.close(ax.figure)
-        out[name] = str(folder / name)
-    return out
 
 
 def worker_recipe(ctx: SearchContext, cfg: OptunaConfig) -> BackendRecipe:

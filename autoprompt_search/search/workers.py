@@ -14,25 +14,26 @@ examples) and hands them to a :class:`WorkerPool`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..core.data import Example
-from ..models.encoding import FewShot
 from ..core.errors import UserError
-from ..models import LMBackend, load_model, wrap_model
 from ..scoring.evaluation import evaluate_examples
-from ..scoring.scorer import PromptScorer
 from ..core.tasks import Task
+from ..models import LMBackend, load_model, wrap_model
+from ..models.encoding import FewShot
+from ..scoring.scorer import PromptScorer
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class WorkerPool(ABC):
     def poll(self) -> list[Outcome]:
         """Wait for at least one outcome (if any job is in flight) and return those ready."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         pass
 
     def __enter__(self) -> WorkerPool:
@@ -211,8 +212,20 @@ class InProcessPool(WorkerPool):
 # --- Ray ------------------------------------------------------------------------------
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage-stats upload
-    "RAY_DEDUP_LOGS": "1",
 }
+
+
+@contextlib.contextmanager
+def _env_defaults(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables that are unset, for the block only (the Ray processes
+    started inside it inherit them; this process's environment is restored after)."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -220,8 +233,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
     Returns whether this call started or joined Ray (and so should shut it down).
     """
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
@@ -229,10 +240,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": logging.WARNING}
     try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:  # a private Ray on this machine, bound to loopback
-            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        with _env_defaults(RAY_ENV):
+            if address:
+                ray.init(address=address, **kwargs)
+            else:  # a private Ray on this machine, bound to loopback ("local": never join a
+                # cluster another process started here, which ray.init() would otherwise do)
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
+                         **kwargs)
     except ConnectionError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address!r}: {exc}. Start it with "
                         "`ray start --head` (and `ray start --address=HEAD:6379` on other machines), "
@@ -251,8 +265,9 @@ def _actor_class():
             torch.set_num_threads(max(1, threads))
             self.evaluator = DesignEvaluator(recipe.build(), task, batch_size)
 
-        def ready(self) -> int:
-            return os.getpid()
+        def ready(self) -> tuple[int, str]:
+            """(process id, node id): where this actor runs."""
+            return os.getpid(), ray.get_runtime_context().get_node_id()
 
         def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
             return self.evaluator.score(design, examples)
@@ -266,6 +281,8 @@ class _Actor:
     ready_ref: Any
     ready: bool = False
     jobs: dict[Any, Job] = field(default_factory=dict)  # object ref -> job
+    pid: int | None = None  # set once it is up
+    node: str | None = None
 
 
 class RayPool(WorkerPool):
@@ -282,8 +299,8 @@ class RayPool(WorkerPool):
         self.per_actor = per_actor
         self.cpus = cpus_per_worker
         self.start_timeout = start_timeout
-        self._cls = _actor_class().options(num_cpus=cpus_per_worker, num_gpus=recipe.num_gpus,
-                                           scheduling_strategy="SPREAD")
+        self.num_gpus = recipe.num_gpus
+        self._cls = _actor_class().options(**self.actor_options())
         self._recipe = ray.put(recipe)
         self._task = ray.put(task)
         self._batch_size = batch_size
@@ -304,10 +321,14 @@ class RayPool(WorkerPool):
             raise UserError(f"no Ray worker started within {self.start_timeout:.0f} s; the cluster "
                             "may lack free CPUs (`ray status`)")
         for ref in ready:
-            ray.get(ref)  # an actor that failed to load the model raises here
+            refs[ref].pid, refs[ref].node = ray.get(ref)  # a failed model load raises here
             refs[ref].ready = True
 
     # --- actors -------------------------------------------------------------------
+    def actor_options(self) -> dict[str, Any]:
+        """Ray options of every actor (resources, placement)."""
+        return {"num_cpus": self.cpus, "num_gpus": self.num_gpus, "scheduling_strategy": "SPREAD"}
+
     def _start_actor(self) -> None:
         handle = self._cls.remote(self._recipe, self._task, self._batch_size, self.cpus)
         self.actors.append(_Actor(handle, handle.ready.remote()))
@@ -345,6 +366,14 @@ class RayPool(WorkerPool):
     def in_flight(self) -> int:
         return sum(len(a.jobs) for a in self.actors)
 
+    def in_flight_by_node(self) -> dict[str, int]:
+        """Jobs handed to the actors of each node (node id -> count), actors that are up only."""
+        counts: Counter[str] = Counter()
+        for actor in list(self.actors):
+            if actor.node is not None:
+                counts[actor.node] += len(actor.jobs)
+        return dict(counts)
+
     def submit(self, job: Job) -> None:
         ready = [a for a in self.actors if a.ready and len(a.jobs) < self.per_actor]
         if not ready:
@@ -371,7 +400,7 @@ class RayPool(WorkerPool):
             if ref in waiting:
                 actor = waiting[ref]
                 try:
-                    ray.get(ref)
+                    actor.pid, actor.node = ray.get(ref)
                     actor.ready = True
                 except ray.exceptions.RayError as exc:  # the actor could not start
                     if isinstance(exc, UserError):
