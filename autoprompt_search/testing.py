@@ -58,12 +58,13 @@ def tiny_causal_lm(seed: int = 0, vocab_size: int = 512):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tiny_causal_tokenizer(vocab_size)
-    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, tie_word_embeddings=True,
                          pad_token_id=tokenizer.pad_token_id)
-    return LlamaForCausalLM(config).eval(), tokenizer
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is left as it was
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config).eval(), tokenizer
 
 
 def tiny_masked_lm(seed: int = 0):
@@ -71,8 +72,9 @@ def tiny_masked_lm(seed: int = 0):
     from transformers import BertConfig, BertForMaskedLM
 
     tokenizer = tiny_masked_tokenizer()
-    torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512,
                         pad_token_id=tokenizer.pad_token_id)
-    return BertForMaskedLM(config).eval(), tokenizer
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is left as it was
+        torch.manual_seed(seed)
+        return BertForMaskedLM(config).eval(), tokenizer

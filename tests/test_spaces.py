@@ -184,3 +184,26 @@ def test_spaces_do_not_import_validate():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "validate" not in imported and "space" in __import__(
         "autoprompt_search.core.validate", fromlist=["validators"]).validators
+
+
+def test_pool_sources_are_declared_once_and_all_built():
+    from autoprompt_search.core.spaces import POOL_SOURCES, PoolSource
+    from autoprompt_search.search.pools import pool_builders
+
+    assert set(pool_builders) == {p.value for p in PoolSource} == set(POOL_SOURCES)
+
+
+def test_tiny_models_leave_the_global_rng_alone():
+    import torch
+
+    from autoprompt_search.testing import tiny_causal_lm, tiny_masked_lm
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny_causal_lm(seed=5)
+    tiny_masked_lm(seed=5)
+    assert torch.equal(torch.rand(3), expected)
+    a, _ = tiny_causal_lm(seed=5)
+    b, _ = tiny_causal_lm(seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))

@@ -26,6 +26,8 @@ and checks the file; :meth:`SearchSpace.bind` resolves it against a task.
 
 from __future__ import annotations
 
+import enum
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,20 @@ SPACE_KEYS = ("kind", "name", "description", "task", "human_prompts", "templates
 DEMO_KEYS = ("split", "pool_size", "per_class", "separator")
 TRIGGER_KEYS = ("pool", "size", "words", "path", "min_chars", "template")
 TRIGGER_POSITIONS = ("before_predict", "after_input", "prefix")
-POOL_SOURCES = ("frequent", "label_search", "gradient", "words", "file")
+
+
+class PoolSource(str, enum.Enum):
+    """Where a black-box trigger pool comes from (the builders are registered under these
+    names in ``search/pools.py``)."""
+
+    frequent = "frequent"
+    label_search = "label_search"
+    gradient = "gradient"
+    words = "words"
+    file = "file"
+
+
+POOL_SOURCES = tuple(p.value for p in PoolSource)
 MAX_POOL_SIZE = 2000  # TPE's ask() costs 300-770 ms per slot at 30k choices, ~14 ms at 1k
 TASK_VERBALIZER = "task"
 

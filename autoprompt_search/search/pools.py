@@ -33,7 +33,7 @@ from ..models import LMBackend
 from ..core.registry import Registry
 from ..scoring.engine import PrefixMode
 from ..scoring.scorer import PromptScorer
-from ..core.spaces import SearchSpace, TriggerSpec, insert_triggers
+from ..core.spaces import PoolSource, SearchSpace, TriggerSpec, insert_triggers
 from ..core.tasks import Task
 from ..core.templates import Template
 
@@ -124,7 +124,7 @@ def _vocab_fill(ctx: PoolContext, have: list[int]) -> list[int]:
     return out
 
 
-@pool_builders.register("frequent")
+@pool_builders.register(PoolSource.frequent.value)
 def frequent_pool(ctx: PoolContext) -> list[int]:
     counts: Counter[int] = Counter()
     for ex in ctx.examples:
@@ -147,12 +147,12 @@ def _word_ids(ctx: PoolContext, words: Sequence[str], source: str) -> list[int]:
     return out
 
 
-@pool_builders.register("words")
+@pool_builders.register(PoolSource.words.value)
 def words_pool(ctx: PoolContext) -> list[int]:
     return _word_ids(ctx, ctx.spec.words, f"{ctx.space.source} (triggers.words)")
 
 
-@pool_builders.register("file")
+@pool_builders.register(PoolSource.file.value)
 def file_pool(ctx: PoolContext) -> list[int]:
     path = Path(str(ctx.spec.path))
     if not path.is_file():
@@ -194,7 +194,7 @@ def _round_robin(ranked: list[list[int]], ctx: PoolContext) -> list[int]:
     return out
 
 
-@pool_builders.register("label_search")
+@pool_builders.register(PoolSource.label_search.value)
 def label_search_pool(ctx: PoolContext) -> list[int]:
     """AutoPrompt's label-token search, used here to find class-related trigger words."""
     if len(ctx.examples) < 2:
@@ -223,7 +223,7 @@ def label_search_pool(ctx: PoolContext) -> list[int]:
     return _round_robin(ranked, ctx)
 
 
-@pool_builders.register("gradient")
+@pool_builders.register(PoolSource.gradient.value)
 def gradient_pool(ctx: PoolContext) -> list[int]:
     """HotFlip candidates at three trigger slots before [P], from one gradient on the examples."""
     backend = ctx.backend
