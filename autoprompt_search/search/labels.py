@@ -146,6 +146,28 @@ def rank_probe_words(backend: LMBackend, token_scores: torch.Tensor, allowed: to
     return out
 
 
+def label_design(backend: LMBackend, task: Task, template: str | None,
+                 triggers: Sequence[int] | None, init_word: str,
+                 ) -> tuple[str, Template, PromptScorer, list[int]]:
+    """(template text, parsed template, its scorer, trigger ids) of a label-word search
+    (default template: the task's first human prompt; default triggers: the neutral token)."""
+    if task.is_open_vocabulary:
+        raise UserError(f"task '{task.name}' is open-vocabulary (its labels are the objects); "
+                        "label-word search is for classification tasks")
+    if template is None:
+        if not task.prompts:
+            raise UserError(f"task '{task.name}' lists no human prompts; pass --template")
+        template = task.prompts[0].template
+    parsed = Template.parse(template, task.fields)
+    scorer = PromptScorer(backend, task, parsed)
+    if triggers is None:
+        triggers = _neutral_triggers(backend, parsed, init_word)
+    elif len(triggers) != parsed.num_triggers:
+        raise UserError(f"template has {parsed.num_triggers} [T] slots but {len(triggers)} "
+                        "trigger ids were given")
+    return template, parsed, scorer, list(triggers)
+
+
 def search_label_words(
     backend: LMBackend,
     task: Task,
@@ -162,22 +184,9 @@ def search_label_words(
     seed: int = 0,
 ) -> LabelSearchResult:
     """Propose ``top_k`` label words per class for ``template`` (default: the first human prompt)."""
-    if task.is_open_vocabulary:
-        raise UserError(f"task '{task.name}' is open-vocabulary (its labels are the objects); "
-                        "label-word search is for classification tasks")
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
-    if template is None:
-        if not task.prompts:
-            raise UserError(f"task '{task.name}' lists no human prompts; pass --template")
-        template = task.prompts[0].template
-    parsed = Template.parse(template, task.fields)
-    scorer = PromptScorer(backend, task, parsed)
-    if triggers is None:
-        triggers = _neutral_triggers(backend, parsed, init_word)
-    elif len(triggers) != parsed.num_triggers:
-        raise UserError(f"template has {parsed.num_triggers} [T] slots but {len(triggers)} "
-                        "trigger ids were given")
+    template, parsed, scorer, triggers = label_design(backend, task, template, triggers, init_word)
     train, dev = task.examples("train"), task.examples("dev")
     if not train:
         raise UserError(f"task '{task.name}' has no training examples")
