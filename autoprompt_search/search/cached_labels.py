@@ -23,8 +23,7 @@ from ..models.base import LMBackend
 from ..scoring.distributions import cache_distributions
 from ..scoring.targets import predict_space
 from .labels import class_token_scores, label_design, predict_features, rank_probe_words, train_probe
-from .verbalizers import (Calibration, Candidate, Setting, cross_validate, label_words_of,
-                          stratified_folds)
+from .verbalizers import Calibration, Candidate, Setting, cross_validate, label_words_of, stratified_folds
 
 
 @dataclass
@@ -169,7 +168,7 @@ def search_label_words_cached(
             raise UserError(f"{name} must be at least {low}, got {value}")
     if spread_penalty < 0:
         raise UserError(f"--spread-penalty must be at least 0, got {spread_penalty}")
-    template, parsed, scorer, triggers = label_design(backend, task, template, triggers, init_word)
+    template, _, scorer, triggers = label_design(backend, task, template, triggers, init_word)
     examples = task.examples("train") + task.examples("dev")
     missing = [lab for c, lab in enumerate(task.labels) if c not in {ex.label for ex in examples}]
     if missing:

@@ -21,15 +21,15 @@ import torch
 import yaml
 
 from ..core.errors import UserError
-from ..scoring.evaluation import evaluate_prompt
-from ..models.base import LMBackend
 from ..core.results import atomic_write, provenance
-from ..scoring.engine import PrefixMode
-from ..scoring.scorer import PromptScorer
-from ..scoring.targets import predict_space
 from ..core.tasks import Task
 from ..core.templates import Template
 from ..core.tokens import allowed_token_mask, token_texts
+from ..models.base import LMBackend
+from ..scoring.engine import PrefixMode
+from ..scoring.evaluation import evaluate_prompt
+from ..scoring.scorer import PromptScorer
+from ..scoring.targets import predict_space
 
 
 @dataclass
@@ -186,7 +186,7 @@ def search_label_words(
     """Propose ``top_k`` label words per class for ``template`` (default: the first human prompt)."""
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
-    template, parsed, scorer, triggers = label_design(backend, task, template, triggers, init_word)
+    template, _, scorer, triggers = label_design(backend, task, template, triggers, init_word)
     train, dev = task.examples("train"), task.examples("dev")
     if not train:
         raise UserError(f"task '{task.name}' has no training examples")
