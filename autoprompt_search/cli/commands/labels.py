@@ -11,8 +11,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ...core.devices import DEFAULT_DTYPE
 from ...core.errors import UserError
-from .. import DataRootOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, _parse_label_words, app, console
+from .. import (
+    DataRootOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    SplitSeedOpt,
+    TaskOpt,
+    _parse_label_words,
+    app,
+    console,
+)
 
 
 class LabelMode(str, enum.Enum):
@@ -49,7 +60,8 @@ def search_labels(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the verbalizer YAML here (cached: and the fold scores to the same name with .json).")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Find label words: train a logistic regression on the [P] features, rank the vocabulary.
@@ -71,12 +83,12 @@ def search_labels(
         _search_cached(task, model, template, _parse_label_words(candidates), neighbours,
                        probe_words, per_class, max_words, folds, spread_penalty,
                        calibrate or [CalibrateChoice.NONE], cache_top_k, whole_words, deny, l2,
-                       out, data_root, split_seed, dtype, seed)
+                       out, data_root, split_seed, dtype, device, seed)
         return
     if candidates:
         raise UserError("--candidates is for --mode cached")
     task_obj = load_task(task, data_root, split_seed)
-    backend = load_model(model, dtype=dtype)
+    backend = load_model(model, dtype=dtype, device=device)
     result = search_label_words(backend, task_obj, template, top_k=top_k, whole_words=whole_words,
                                 deny=deny or (), l2=l2, seed=seed)
     table = Table(title=f"label words for {task_obj.name} ({backend.name}), template {result.template!r}")
@@ -106,14 +118,14 @@ def _print_block(result) -> None:
 
 def _search_cached(task, model, template, candidates, neighbours, probe_words, per_class,
                    max_words, folds, spread_penalty, calibrate, cache_top_k, whole_words, deny,
-                   l2, out, data_root, split_seed, dtype, seed) -> None:
+                   l2, out, data_root, split_seed, dtype, device, seed) -> None:
     from ...api import load_task
     from ...models import load_model
     from ...search.cached_labels import search_label_words_cached
     from ...search.verbalizers import Calibration
 
     task_obj = load_task(task, data_root, split_seed)
-    backend = load_model(model, dtype=dtype)
+    backend = load_model(model, dtype=dtype, device=device)
     result = search_label_words_cached(
         backend, task_obj, template, candidates=candidates, neighbours=neighbours,
         probe_words=probe_words, per_class=per_class, max_words=max_words, folds=folds,
