@@ -124,7 +124,7 @@ def test_fold_pick_uses_only_in_fold_examples():
     in_pick = pick_verbalizer(cache, cands, rows, setting)
     assert in_pick.chosen == [[0], [2]] and in_pick.accuracy == 1.0
     _, _, _, reports, contrast = cross_validate(cache, cands, [setting], [held])
-    assert reports[0].picks == [[[0], [2]]]
+    assert reports[0].picks == [[["zero"], ["two"]]]
     assert reports[0].in_fold == [1.0]
     assert reports[0].held_out == [0.0]  # "zero" gets both held-out examples wrong
     assert contrast[0]["held_out"] == [6, 7]

@@ -35,6 +35,7 @@ class CachedLabelResult:
     template: str
     verbalizer: dict[str, list[str]]
     setting: str
+    calibrate: str  # the chosen setting's calibration (the words should be scored with it)
     held_out_mean: float
     held_out_std: float
     in_sample_accuracy: float  # on the examples the words were picked on (optimistic)
@@ -50,10 +51,12 @@ class CachedLabelResult:
         header = (f"# label words found by autoprompt-search search-labels --mode cached\n"
                   f"# task {self.task}, model {self.model}, template {self.template!r}\n"
                   f"# chosen setting {self.setting}: held-out accuracy {self.held_out_mean:.3f} "
-                  f"+- {self.held_out_std:.3f} over {len(self.settings[0]['held_out'])} folds\n")
+                  f"+- {self.held_out_std:.3f} over {len(self.settings[0]['held_out'])} folds\n"
+                  + ("# chosen with train-prior calibration: score these words with it too\n"
+                     if self.calibrate != Calibration.NONE.value else ""))
         body = {"verbalizer": self.verbalizer,
                 "search_labels": {"mode": "cached", "setting": self.setting,
-                                  "held_out_mean": round(self.held_out_mean, 4),
+                                  "calibrate": self.calibrate, "held_out_mean": round(self.held_out_mean, 4),
                                   "held_out_std": round(self.held_out_std, 4),
                                   "config": self.config,
                                   "versions": {k: str(v) for k, v in provenance().items()}}}
@@ -107,7 +110,8 @@ def gather_candidates(backend: LMBackend, task: Task, space: bool, allowed: torc
                       user: dict[str, list[str]] | None = None, neighbours: int = 5,
                       ) -> tuple[list[Candidate], list[str]]:
     """(the candidates of every class, notes on words left out): the class name, the task's
-    label words, the class name's embedding neighbours and the user's words, without repeats."""
+    label words, the user's words and the embedding neighbours of the first of them that is
+    one token (leaving out tokens named for another class), without repeats."""
     user = user or {}
     unknown = sorted(set(user) - set(task.labels))
     if unknown:
@@ -116,20 +120,26 @@ def gather_candidates(backend: LMBackend, task: Task, space: bool, allowed: torc
     notes: list[str] = []
     found: list[Candidate | None] = []
     for c, label in enumerate(task.labels):
-        name = _candidate(backend, label.replace("_", " "), c, label, space, "class-name", notes)
-        found.append(name)
+        found.append(_candidate(backend, label.replace("_", " "), c, label, space, "class-name",
+                                notes))
         found += [_candidate(backend, w, c, label, space, "verbalizer", notes)
                   for w in task.verbalizer.get(label, [])]
-        anchor = next((f for f in [name] + found[::-1] if f is not None and f.cls == c
-                       and len(f.ids) == 1), None)
-        if neighbours and anchor is not None:
-            found += [Candidate(w, c, (t,), "neighbour")
-                      for w, t in embedding_neighbours(backend, anchor.ids[0], allowed,
-                                                       neighbours, space)]
-        elif neighbours:
+        found += [_candidate(backend, w, c, label, space, "user", notes) for w in user.get(label, [])]
+    named = [f for f in found if f is not None]
+    for c, label in enumerate(task.labels):
+        anchor = next((f for f in named if f.cls == c and len(f.ids) == 1), None)
+        if not neighbours:
+            continue
+        if anchor is None:
             notes.append(f"no embedding neighbours for class {label!r}: neither its name nor "
                          "its label words are a single token")
-        found += [_candidate(backend, w, c, label, space, "user", notes) for w in user.get(label, [])]
+            continue
+        # a token named for another class is no neighbour of this one
+        others = allowed.clone()
+        others[[f.ids[0] for f in named if f.cls != c and len(f.ids) == 1]] = False
+        found += [Candidate(w, c, (t,), "neighbour")
+                  for w, t in embedding_neighbours(backend, anchor.ids[0], others, neighbours,
+                                                   space)]
     seen, cands = set(), []
     for cand in found:
         if cand is not None and (cand.cls, cand.ids) not in seen:
@@ -205,6 +215,7 @@ def search_label_words_cached(
     return CachedLabelResult(
         task=task.name, model=backend.name, template=template,
         verbalizer=final.verbalizer(final_cands, task.labels), setting=chosen.name(),
+        calibrate=chosen.calibrate.value,
         held_out_mean=report.mean, held_out_std=report.std, in_sample_accuracy=final.accuracy,
         settings=[asdict(r) for r in reports],
         candidates=[{**asdict(c), "ids": list(c.ids), "label": task.labels[c.cls],

@@ -214,7 +214,7 @@ class FoldReport:
     setting: str
     held_out: list[float]
     in_fold: list[float]
-    picks: list[list[list[int]]]  # per fold, candidate indices per class
+    picks: list[list[list[str]]]  # per fold, the words picked for each class
     mean: float
     std: float
     score: float  # mean - spread_penalty * std
@@ -245,7 +245,7 @@ def cross_validate(cache: DistributionCache, cands: Sequence[Candidate],
                                    max_combinations=max_combinations)
             held_acc.append(held_out_accuracy(cache, fc, pick, rows, held, s.calibrate))
             in_acc.append(pick.accuracy)
-            picks.append(pick.chosen)
+            picks.append([[fc[i].word for i in idx] for idx in pick.chosen])
         t = torch.tensor(held_acc)
         std = float(t.std(unbiased=False))
         reports.append(FoldReport(s.name(), held_acc, in_acc, picks, float(t.mean()), std,
