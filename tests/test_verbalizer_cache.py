@@ -123,6 +123,9 @@ def test_fold_pick_uses_only_in_fold_examples():
     # ... but the in-fold pick is "zero", and it is what the held-out fold scores
     in_pick = pick_verbalizer(cache, cands, rows, setting)
     assert in_pick.chosen == [[0], [2]] and in_pick.accuracy == 1.0
+    # greedy coordinate ascent (too many combinations) finds the same words here
+    greedy = pick_verbalizer(cache, cands, rows, Setting(2, Calibration.NONE), max_combinations=1)
+    assert greedy.chosen == [[0], [2]] and greedy.accuracy == 1.0
     _, _, _, reports, contrast = cross_validate(cache, cands, [setting], [held])
     assert reports[0].picks == [[["zero"], ["two"]]]
     assert reports[0].in_fold == [1.0]
