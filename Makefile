@@ -32,6 +32,7 @@ test-all: install
 bench: install
 	$(BIN)/python bench/bench_scoring.py
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python bench/bench_dtype.py
+	$(BIN)/python bench/bench_verbalizer.py
 
 lint: install
 	$(BIN)/python -m ruff check autoprompt_search tests bench

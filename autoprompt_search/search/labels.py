@@ -21,15 +21,15 @@ import torch
 import yaml
 
 from ..core.errors import UserError
-from ..scoring.evaluation import evaluate_prompt
-from ..models.base import LMBackend
 from ..core.results import atomic_write, provenance
-from ..scoring.engine import PrefixMode
-from ..scoring.scorer import PromptScorer
-from ..scoring.targets import predict_space
 from ..core.tasks import Task
 from ..core.templates import Template
 from ..core.tokens import allowed_token_mask, token_texts
+from ..models.base import LMBackend
+from ..scoring.engine import PrefixMode
+from ..scoring.evaluation import evaluate_prompt
+from ..scoring.scorer import PromptScorer
+from ..scoring.targets import predict_space
 
 
 @dataclass
@@ -125,6 +125,49 @@ def class_token_scores(out_emb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return scores - scores.mean(-1, keepdim=True)
 
 
+def rank_probe_words(backend: LMBackend, token_scores: torch.Tensor, allowed: torch.Tensor,
+                     space: bool, top_k: int) -> list[list[tuple[str, float, int]]]:
+    """Per class, up to ``top_k`` (word, score, token id) of the allowed tokens that score best
+    for that class (each token for its best class only) and re-tokenise to themselves at [P]."""
+    texts = token_texts(backend.tokenizer)
+    best_class = token_scores.argmax(-1)
+    out = []
+    for c in range(token_scores.shape[1]):
+        col = token_scores[:, c].masked_fill(~allowed | (best_class != c), -torch.inf)
+        ranked: list[tuple[str, float, int]] = []
+        for tid in torch.sort(col, descending=True, stable=True).indices.tolist():
+            if not torch.isfinite(col[tid]) or len(ranked) == top_k:
+                break
+            word = texts[tid].strip()
+            if tuple(backend.encoder.label_ids(word, space)) != (tid,):
+                continue  # would not be this token when written in the verbalizer
+            ranked.append((word, round(float(col[tid]), 4), tid))
+        out.append(ranked)
+    return out
+
+
+def label_design(backend: LMBackend, task: Task, template: str | None,
+                 triggers: Sequence[int] | None, init_word: str,
+                 ) -> tuple[str, Template, PromptScorer, list[int]]:
+    """(template text, parsed template, its scorer, trigger ids) of a label-word search
+    (default template: the task's first human prompt; default triggers: the neutral token)."""
+    if task.is_open_vocabulary:
+        raise UserError(f"task '{task.name}' is open-vocabulary (its labels are the objects); "
+                        "label-word search is for classification tasks")
+    if template is None:
+        if not task.prompts:
+            raise UserError(f"task '{task.name}' lists no human prompts; pass --template")
+        template = task.prompts[0].template
+    parsed = Template.parse(template, task.fields)
+    scorer = PromptScorer(backend, task, parsed)
+    if triggers is None:
+        triggers = _neutral_triggers(backend, parsed, init_word)
+    elif len(triggers) != parsed.num_triggers:
+        raise UserError(f"template has {parsed.num_triggers} [T] slots but {len(triggers)} "
+                        "trigger ids were given")
+    return template, parsed, scorer, list(triggers)
+
+
 def search_label_words(
     backend: LMBackend,
     task: Task,
@@ -141,22 +184,9 @@ def search_label_words(
     seed: int = 0,
 ) -> LabelSearchResult:
     """Propose ``top_k`` label words per class for ``template`` (default: the first human prompt)."""
-    if task.is_open_vocabulary:
-        raise UserError(f"task '{task.name}' is open-vocabulary (its labels are the objects); "
-                        "label-word search is for classification tasks")
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
-    if template is None:
-        if not task.prompts:
-            raise UserError(f"task '{task.name}' lists no human prompts; pass --template")
-        template = task.prompts[0].template
-    parsed = Template.parse(template, task.fields)
-    scorer = PromptScorer(backend, task, parsed)
-    if triggers is None:
-        triggers = _neutral_triggers(backend, parsed, init_word)
-    elif len(triggers) != parsed.num_triggers:
-        raise UserError(f"template has {parsed.num_triggers} [T] slots but {len(triggers)} "
-                        "trigger ids were given")
+    template, _, scorer, triggers = label_design(backend, task, template, triggers, init_word)
     train, dev = task.examples("train"), task.examples("dev")
     if not train:
         raise UserError(f"task '{task.name}' has no training examples")
@@ -179,27 +209,17 @@ def search_label_words(
     allowed = allowed_token_mask(backend.tokenizer, out_emb.shape[0], whole_words=whole_words,
                                  ascii_only=ascii_only, deny=list(deny))
     space = predict_space(scorer.template)
-    texts = token_texts(backend.tokenizer)
     verbalizer: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
     ids_out: dict[str, list[int]] = {}
-    best_class = token_scores.argmax(-1)  # each token is proposed for its best class only
-    for c, label in enumerate(task.labels):
-        col = token_scores[:, c].masked_fill(~allowed | (best_class != c), -torch.inf)
-        words, vals, ids = [], [], []
-        for tid in torch.sort(col, descending=True, stable=True).indices.tolist():
-            if not torch.isfinite(col[tid]) or len(words) == top_k:
-                break
-            word = texts[tid].strip()
-            if tuple(backend.encoder.label_ids(word, space)) != (tid,):
-                continue  # would not be this token when written in the verbalizer
-            words.append(word)
-            vals.append(round(float(col[tid]), 4))
-            ids.append(tid)
-        if not words:
+    for label, ranked in zip(task.labels, rank_probe_words(backend, token_scores, allowed, space,
+                                                            top_k)):
+        if not ranked:
             raise UserError(f"no allowed token scores best for class '{label}'; relax the filters "
                             "(--no-whole-words, --deny) or add training examples")
-        verbalizer[label], scores[label], ids_out[label] = words, vals, ids
+        verbalizer[label] = [w for w, _, _ in ranked]
+        scores[label] = [v for _, v, _ in ranked]
+        ids_out[label] = [t for _, _, t in ranked]
     result = LabelSearchResult(
         task=task.name, model=backend.name, template=template, verbalizer=verbalizer,
         scores=scores, token_ids=ids_out, probe_train_accuracy=train_acc,
