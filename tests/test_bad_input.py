@@ -223,7 +223,7 @@ CASES = [
     ("strategy-option-unknown", [*SEARCH, "--iteratons", "3"], "unknown key 'iteratons'"),
     ("strategy-argument", [*SEARCH, "stray"], "unexpected argument 'stray'"),
     ("strategy-config-file", [*SEARCH, "--config", "strategy.yaml"], "expected int, got 'many'"),
-    ("init-choice", [*SEARCH, "--init", "best"], "init must be one of"),
+    ("init-choice", [*SEARCH, "--init", "best"], "is not one of neutral, random, human"),
     ("template-without-trigger", [*SEARCH, "--template", "{sentence} it was [P] .", "--out", "new-run"],
      "has no [T] slot"),
     ("init-word-multi-token", [*SEARCH, "--template", "{sentence} [T] [T] it was [P] .", "--init-word",
