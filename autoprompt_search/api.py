@@ -9,6 +9,7 @@ from typing import Any
 
 from .models.encoding import FewShot
 from .core.errors import UserError
+from .scoring.calibration import Calibration, CalibrationRecord
 from .scoring.evaluation import evaluate_prompt
 from .models import LMBackend, load_model
 from .core.results import PromptResult
@@ -27,6 +28,7 @@ class PromptSpec:
     triggers: list[int] = field(default_factory=list)
     fewshot: FewShot | None = None
     model: str | None = None  # the model the triggers were found for
+    calibration: CalibrationRecord | None = None  # stored offsets the prompt is scored with
 
 
 def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
@@ -56,11 +58,28 @@ def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> P
         fewshot = FewShot(result.fewshot.get("instruction", ""),
                           tuple(by_id[i] for i in result.fewshot.get("demo_ids", [])),
                           result.fewshot.get("separator", "\n"))
+    calibration = CalibrationRecord.from_json(result.calibration)
     if result.trigger_ids and "[T]" in result.template:
         return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model)
+                          list(result.trigger_ids), fewshot, result.model, calibration)
     return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model)
+                      result.model, calibration)
+
+
+def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None
+                     ) -> Calibration | CalibrationRecord | None:
+    """How ``spec`` is calibrated: its stored record (a prompt found with calibration keeps its
+    offsets everywhere after), else the ``calibration`` mode asked for (estimated per prompt).
+    Asking for another mode than a prompt's stored one is an error."""
+    mode = None if calibration is None else Calibration.parse(calibration)
+    record = spec.calibration if spec.calibration is not None and spec.calibration.active else None
+    if record is None:
+        return mode
+    if mode is not None and mode is not record.mode:
+        raise UserError(f"prompt {spec.name or spec.template!r} was found with calibration "
+                        f"{record.mode.value} and is scored with its stored offsets; drop "
+                        f"--calibration or pass --calibration {record.mode.value}")
+    return record
 
 
 def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,
@@ -86,8 +105,12 @@ def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: 
 
 def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
-                  progress: bool = False, **_: Any) -> list[dict[str, Any]]:
-    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
+                  progress: bool = False, calibration: Calibration | str | None = None,
+                  premise: str | None = None, **_: Any) -> list[dict[str, Any]]:
+    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped.
+
+    ``calibration`` (a mode) calibrates prompts without a stored calibration; a prompt with
+    one (a result found with calibration) is scored with its stored offsets."""
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
     rows = []
     for spec in specs:
@@ -99,13 +122,15 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
         try:
             ev = evaluate_prompt(backend, spec.task, spec.template, split, verbalizer=spec.verbalizer,
                                  triggers=spec.triggers, fewshot=spec.fewshot,
-                                 batch_size=batch_size, limit=limit, progress=progress)
+                                 batch_size=batch_size, limit=limit, progress=progress,
+                                 calibration=spec_calibration(spec, calibration), premise=premise)
         except UserError as exc:
             if len(specs) == 1:
                 raise
             rows.append({**base, "skipped": str(exc)})
             continue
-        rows.append({**base, **ev.metrics})
+        rows.append({**base, **ev.metrics, "calibration": (
+            ev.calibration.to_json() if ev.calibration is not None else None)})
     kept = [r for r in rows if "skipped" not in r]
     if not kept:
         raise UserError("no prompt could be evaluated: " + "; ".join(r["skipped"] for r in rows))

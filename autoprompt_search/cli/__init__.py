@@ -32,6 +32,18 @@ DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Folder
 SplitSeedOpt = Annotated[Optional[int], typer.Option("--split-seed", help="Which 16-shot split (13, 21, 42, 87, 100) for tasks that have several.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
+CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibrated class scores: none (default), content-free, train-prior or pmi (see README, Calibration). A prompt saved with a calibration keeps its stored offsets.")]
+PremiseOpt = Annotated[Optional[str], typer.Option("--premise", help="Domain premise of --calibration pmi (default 'Answer:').")]
+
+
+def _calibration(value: str | None, premise: str | None = None) -> str | None:
+    """``--calibration`` checked before any model loads (a bad value: one error line)."""
+    from ..scoring.calibration import Calibration
+
+    mode = None if value is None else Calibration.parse(value)
+    if premise is not None and mode is not Calibration.PMI:
+        raise UserError("--premise goes with --calibration pmi")
+    return None if mode is None else mode.value
 
 
 def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
@@ -61,6 +73,8 @@ def evaluate(
     batch_size: BatchOpt = 32,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Score prompts on a task split: accuracy, macro-F1, per-class accuracy, n.
 
@@ -71,13 +85,17 @@ def evaluate(
       autoprompt-search evaluate --task sst-2 --human --json human.json
 
       autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
+
+      autoprompt-search evaluate --task sst-2 --human --calibration content-free
     """
     from ..api import evaluate_many, prompts_for
 
+    calibration = _calibration(calibration, premise)
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
     rows = evaluate_many(specs, model=model, split=split, dtype=dtype, batch_size=batch_size,
-                         limit=limit, data_root=data_root, split_seed=split_seed, progress=True)
+                         limit=limit, data_root=data_root, split_seed=split_seed, progress=True,
+                         calibration=calibration, premise=premise)
     _print_evaluations(rows, split)
     if json_out:
         from ..core.results import write_json

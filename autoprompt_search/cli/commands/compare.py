@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import BatchOpt, DataRootOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
+from .. import BatchOpt, CalibrationOpt, DataRootOpt, PremiseOpt, _calibration, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
 
 
 @app.command()
@@ -29,6 +29,8 @@ def compare(
     split_seed: SplitSeedOpt = None,
     dtype: DtypeOpt = "float32",
     batch_size: BatchOpt = 32,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Compare found prompts with the task's human prompts on the same examples.
 
@@ -36,6 +38,8 @@ def compare(
     test against the best human prompt, similarity to the human prompts, the model's
     perplexity of the prompt text and its length in tokens; plus the spread across
     human prompts. Writes compare.json, report.html (self-contained) and report.md.
+    Found prompts keep their stored calibration; --calibration (default: the mode the found
+    prompts share) calibrates the human and typed prompts.
 
     Examples:
 
@@ -46,6 +50,7 @@ def compare(
     from ...analysis.compare import collect_prompts, compare_prompts
     from ...analysis.report import print_table, write_reports
 
+    calibration = _calibration(calibration, premise)
     task_obj, entries = collect_prompts(task, runs or [], human, prompt or [], data_root=data_root,
                                         split_seed=split_seed,
                                         verbalizer=_parse_label_words(label_words))
@@ -54,7 +59,8 @@ def compare(
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
                            batch_size=batch_size, dtype=dtype, resamples=resamples, seed=seed,
-                           similarity=similarity, cache_dir=cache_dir)
+                           similarity=similarity, cache_dir=cache_dir, calibration=calibration,
+                           premise=premise)
     print_table(comp, console)
     paths = write_reports(comp, out)
     console.print(f"wrote {paths['json']}, {paths['html']} and {paths['markdown']}")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import DataRootOpt, app, console
+from .. import CalibrationOpt, DataRootOpt, PremiseOpt, _calibration, app, console
 
 
 @app.command()
@@ -20,6 +20,8 @@ def export(
     answer: Annotated[Optional[str], typer.Option("--answer", help="With --fill: text put at [P] (e.g. '[MASK]'); default: the prompt ends where the answer goes.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="With --fill: only the first N rows.")] = None,
     data_root: DataRootOpt = None,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Export the best prompts of runs as plain templates or JSON records.
 
@@ -31,12 +33,18 @@ def export(
       autoprompt-search evaluate --prompt-file sst2-prompt.json --task sst-2
 
       autoprompt-search export runs/sst2 --fill reviews.tsv --format jsonl --out filled.jsonl
+
+    A calibrated prompt's export states its decision rule and offsets; --calibration MODE
+    estimates them (with the result's model) for results saved without a calibration.
     """
     from ...analysis.export import FORMATS, export_prompts, fill_prompts, write_filled
     from ...core.errors import UserError
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    calibration = _calibration(calibration, premise)
+    if fill is not None and calibration is not None:
+        raise UserError("--calibration goes with exported prompts, not --fill")
     if fill is not None:
         records = fill_prompts(runs, fill, answer=answer, data_root=data_root, limit=limit)
         text = write_filled(records, fmt, out)
@@ -47,7 +55,8 @@ def export(
         return
     if answer is not None or limit is not None:
         raise UserError("--answer and --limit go with --fill DATA")
-    result = export_prompts(runs, fmt, out)
+    result = export_prompts(runs, fmt, out, calibration=calibration, premise=premise,
+                            data_root=data_root)
     if isinstance(result, str):
         sys.stdout.write(result)
     else:
