@@ -300,3 +300,58 @@ def test_cli_bad_calibration_is_one_error_line(monkeypatch, capsys, tmp_path, to
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "bogus" in lines[0]
     assert "Traceback" not in err
+
+
+# --- search ------------------------------------------------------------------------------------
+def _gradient(backend, task, out, **options):
+    from autoprompt_search.api import run_search
+
+    opts = {"iterations": 4, "k": 8, "position": "cycle", **options}
+    return run_search("gradient", task=task, model=backend.name,
+                      template="{sentence} [T] [T] [P] .", out=out, seed=1, backend=backend,
+                      options=opts, progress=False)
+
+
+@pytest.mark.parametrize("mode", ["content-free", "pmi"])
+def test_gradient_search_selects_calibrated_scores_and_stores_the_offsets(tiny_causal, toy_task,
+                                                                          tmp_path, mode):
+    result = _gradient(tiny_causal, toy_task, tmp_path / "run", calibration=mode)
+    record = CalibrationRecord.from_json(result.calibration)
+    assert record.mode.value == mode
+    # the stored offsets are the best triggers' own, and they reproduce the dev score
+    scorer = PromptScorer(tiny_causal, toy_task, result.template)
+    assert record.offsets == pytest.approx(
+        estimate_calibration(mode, scorer, result.trigger_ids).offsets, abs=1e-5)
+    dev = evaluate_prompt(tiny_causal, toy_task, result.template, "dev",
+                          triggers=result.trigger_ids, calibration=record)
+    assert dev.metrics["accuracy"] == pytest.approx(result.scores["dev_accuracy"])
+    assert dev.loss == pytest.approx(result.scores["dev_loss"], abs=1e-4)
+    saved = PromptResult.load(tmp_path / "run")
+    assert saved.calibration == result.calibration and saved.config["calibration"] == mode
+
+
+def test_calibrated_gradient_search_resumes_to_the_same_result(tiny_causal, toy_task, tmp_path):
+    from autoprompt_search.api import run_search
+
+    full = _gradient(tiny_causal, toy_task, tmp_path / "full", calibration="train-prior",
+                     batch_size=5, position="random")
+    _gradient(tiny_causal, toy_task, tmp_path / "cut", calibration="train-prior", batch_size=5,
+              position="random", iterations=2)
+    (tmp_path / "cut" / "result.json").unlink()
+    resumed = run_search("gradient", task=toy_task, model="tiny-causal",
+                         template="{sentence} [T] [T] [P] .", out=tmp_path / "cut", seed=1,
+                         resume=True, backend=tiny_causal, progress=False,
+                         options={"iterations": 4, "k": 8, "position": "random", "batch_size": 5,
+                                  "calibration": "train-prior"})
+    assert resumed.trigger_ids == full.trigger_ids and resumed.scores == full.scores
+    assert resumed.calibration == full.calibration
+
+
+def test_cli_search_accepts_the_option(monkeypatch, capsys, tmp_path, tiny_dir, toy_yaml):  # noqa: F811
+    code, _, err = run_cli(monkeypatch, capsys, "search", "--task", str(toy_yaml), "--model",
+                           str(tiny_dir), "--template", "{sentence} [T] [P] .", "--out",
+                           str(tmp_path / "s"), "--calibration", "content-free",
+                           "--iterations", "2", "--k", "4")
+    assert code == 0, err
+    saved = PromptResult.load(tmp_path / "s")
+    assert saved.calibration["mode"] == "content-free"

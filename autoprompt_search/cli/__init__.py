@@ -177,16 +177,21 @@ def search(
     split_seed: SplitSeedOpt = None,
     dtype: DtypeOpt = "float32",
     show_options: Annotated[bool, typer.Option("--show-options", help="List the strategy's settings and exit.")] = False,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Search for a prompt. Strategy settings follow as --name value (see --show-options).
 
     Example:
 
       autoprompt-search search --strategy gradient --task sst-2 --template "{sentence} [T] [T] [T] [P] ." --out runs/sst2
+
+      autoprompt-search search --strategy gradient --task sst-2 --calibration content-free --out runs/sst2-cf
     """
     from ..api import apply_run_settings, run_search
     from ..search import strategies
 
+    calibration = _calibration(calibration, premise)
     searcher_cls = strategies.get(strategy)
     if show_options:
         table = Table(title=f"settings of strategy '{strategy}'")
@@ -207,6 +212,10 @@ def search(
         seed, dtype, split_seed = (applied.pop(k, v) for k, v in
                                    (("seed", seed), ("dtype", dtype), ("split_seed", split_seed)))
     options.update(_extra_options(ctx.args))
+    if calibration is not None:
+        options["calibration"] = calibration
+    if premise is not None:
+        options["premise"] = premise
     result = run_search(strategy, task=str(task), model=model, template=template, out=out, seed=seed,
                         resume=resume, options=options, data_root=data_root, split_seed=split_seed,
                         dtype=dtype)

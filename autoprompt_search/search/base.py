@@ -44,6 +44,7 @@ from ..core.results import PromptResult, task_reference
 from ..core.runs import RunDir, SearchInterrupted
 from ..core.tasks import Task
 from ..models import LMBackend, load_model
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration
 
 TORCH_RNG_KEY = "rng.torch"
 STRATEGY_PREFIX = "strategy."
@@ -100,12 +101,18 @@ class SearchConfig:
         "resumable": True})
     eval_every: int = field(default=1, metadata={
         "help": "Score on the dev split (and checkpoint) every N steps and after the last one."})
+    calibration: Calibration = field(default=Calibration.NONE, metadata={
+        "help": "Optimise and select calibrated class scores: none, content-free, train-prior "
+                "or pmi; the result stores the best prompt's offsets."})
+    premise: str = field(default=DEFAULT_PREMISE, metadata={
+        "help": "Domain premise of --calibration pmi."})
 
     def __post_init__(self) -> None:
         if self.time_budget < 0 or self.patience < 0:
             raise UserError("time-budget and patience must be 0 or more")
         if self.eval_every < 1:
             raise UserError(f"eval-every must be at least 1, got {self.eval_every}")
+        self.calibration = Calibration.parse(self.calibration)
 
     @property
     def budget(self) -> int:
