@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from ..api import PromptSpec, load_task, spec_from_result
+from ..scoring.specs import PromptSpec, load_task, spec_from_result
 from .fluency import perplexity
 from ..core.errors import UserError
 from ..scoring.calibration import Calibration, CalibrationRecord
@@ -255,6 +256,8 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
                                                [[d.fields, d.label] for d in fs.demos]]}
     if calibration is not None:
         key["calibration"] = calibration
+    if backend.dtype != torch.float32:  # float32 keys stay as they were, so old caches still match
+        key["dtype"] = str(backend.dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -300,7 +303,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                     split: str = "test", limit: int | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
-                    progress: bool = True, calibration: Calibration | str | None = None,
+                    progress: bool = True, device: str | None = "auto",
+                    calibration: Calibration | str | None = None,
                     premise: str | None = None) -> Comparison:
     """Evaluate every prompt on the same examples of ``split`` and measure them.
 
@@ -310,7 +314,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
     template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
     """
-    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     mode = default_calibration(entries) if calibration is None else Calibration.parse(calibration)
     evals, kept, skipped = [], [], []
     for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from autoprompt_search.api import load_task
 from autoprompt_search.core.sampling import stratified_sample
@@ -22,7 +23,7 @@ TEMPLATE = "{sentence} It was [P] ."
 
 
 def main(data_root: str = "../shared/data") -> None:
-    task = load_task("sst-2", data_root)
+    task = load_task("sst-2", Path(data_root).resolve())
     backend = load_model("smollm2-135m")
     examples = stratified_sample(task.examples("test"), 200, seed=0)
     scorer = PromptScorer(backend, task, TEMPLATE)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import BatchOpt, CalibrationOpt, DataRootOpt, PremiseOpt, _calibration, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
+from ...core.devices import DEFAULT_DTYPE
+from .. import BatchOpt, CalibrationOpt, DataRootOpt, PremiseOpt, _calibration, DeviceOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
 
 
 @app.command()
@@ -27,7 +28,8 @@ def compare(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep per-prompt evaluations here and reuse them in later comparisons.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
     calibration: CalibrationOpt = None,
     premise: PremiseOpt = None,
@@ -58,9 +60,9 @@ def compare(
         models = {e.result.model for e in entries if e.result is not None}
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
-                           batch_size=batch_size, dtype=dtype, resamples=resamples, seed=seed,
-                           similarity=similarity, cache_dir=cache_dir, calibration=calibration,
-                           premise=premise)
+                           batch_size=batch_size, dtype=dtype, device=device, resamples=resamples, seed=seed,
+                           similarity=similarity, cache_dir=cache_dir,
+                           calibration=calibration, premise=premise)
     print_table(comp, console)
     paths = write_reports(comp, out)
     console.print(f"wrote {paths['json']}, {paths['html']} and {paths['markdown']}")
