@@ -355,3 +355,51 @@ def test_cli_search_accepts_the_option(monkeypatch, capsys, tmp_path, tiny_dir, 
     assert code == 0, err
     saved = PromptResult.load(tmp_path / "s")
     assert saved.calibration["mode"] == "content-free"
+
+
+@pytest.mark.parametrize("strategy", ["soft", "pez"])
+def test_continuous_searches_store_the_projected_prompts_offsets(tiny_causal, toy_task, tmp_path,
+                                                                 strategy):
+    from autoprompt_search.api import run_search
+
+    opts = {"steps": 4, "eval_every": 2, "batch_size": 4, "calibration": "content-free"}
+    result = run_search(strategy, task=toy_task, model="tiny-causal",
+                        template="{sentence} [T] [T] [P] .", out=tmp_path / strategy, seed=0,
+                        options=opts, backend=tiny_causal, progress=False)
+    record = CalibrationRecord.from_json(result.calibration)
+    assert record.mode is Calibration.CONTENT_FREE
+    # the record is the saved hard prompt's own: re-estimating for its trigger ids agrees
+    scorer = PromptScorer(tiny_causal, toy_task, result.template)
+    assert record.offsets == pytest.approx(
+        estimate_calibration("content-free", scorer, result.trigger_ids).offsets, abs=1e-4)
+    key = "projected_dev_accuracy" if strategy == "soft" else "dev_accuracy"
+    dev = evaluate_prompt(tiny_causal, toy_task, result.template, "dev",
+                          triggers=result.trigger_ids, calibration=record)
+    assert dev.metrics["accuracy"] == pytest.approx(result.scores[key])
+
+
+def test_blackbox_trials_are_scored_calibrated_and_the_result_reproduces(tiny_causal, tmp_path,
+                                                                         toy_yaml):  # noqa: F811
+    import yaml
+    from test_blackbox import FAST, SPACE
+
+    from autoprompt_search.api import load_task, run_search
+
+    task = load_task(str(toy_yaml))
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    result = run_search("optuna", task=task, model="tiny-causal", out=tmp_path / "run", seed=0,
+                        backend=tiny_causal, progress=False,
+                        options={**FAST, "space": str(space), "trials": 4, "pruner": "none",
+                                 "calibration": "content-free"})
+    record = CalibrationRecord.from_json(result.calibration)
+    assert record.mode is Calibration.CONTENT_FREE
+    spec = prompts_for(str(toy_yaml), None, tmp_path / "run", False)[0]
+    ev = evaluate_prompt(tiny_causal, spec.task, spec.template, "dev", verbalizer=spec.verbalizer,
+                         triggers=spec.triggers, fewshot=spec.fewshot, calibration=spec.calibration)
+    assert ev.metrics["n"] == 12
+    assert ev.metrics["accuracy"] == pytest.approx(result.scores["search_accuracy"])
+    # the worker's estimate is the one estimator's: re-estimating gives the stored offsets
+    scorer = PromptScorer(tiny_causal, spec.task, spec.template, spec.verbalizer, spec.fewshot)
+    assert record.offsets == pytest.approx(
+        estimate_calibration("content-free", scorer, spec.triggers).offsets, abs=1e-5)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -170,11 +170,15 @@ def _class_logprobs(scorer: PromptScorer, examples: Sequence[Example],
 
 def estimate_calibration(mode: Calibration | str, scorer: PromptScorer,
                          triggers: Sequence[int] = (), *, premise: str = DEFAULT_PREMISE,
-                         train: Sequence[Example] | None = None) -> CalibrationRecord:
+                         train: Sequence[Example] | None = None,
+                         score: Callable[[list[Example]], torch.Tensor] | None = None,
+                         ) -> CalibrationRecord:
     """The calibration ``mode`` of ``scorer``'s prompt with ``triggers`` in its [T] slots.
 
     ``train`` replaces the task's training inputs for ``train-prior``; ``premise`` is the
-    domain premise of ``pmi``.
+    domain premise of ``pmi``; ``score`` replaces how the prompt's ``[N, C]`` class scores of
+    examples are computed (soft prompts: vectors in the slots; default: the engine with
+    ``triggers``).
     """
     mode = Calibration.parse(mode)
     if mode is Calibration.NONE:
@@ -184,10 +188,14 @@ def estimate_calibration(mode: Calibration | str, scorer: PromptScorer,
                         f"'{scorer.task.name}' ranks an open vocabulary")
     labels = list(scorer.task.labels)
     fields = list(scorer.template.field_names)
+    if score is None:
+        def score(examples: list[Example]) -> torch.Tensor:
+            return _class_logprobs(scorer, examples, triggers)
+
     if mode is Calibration.CONTENT_FREE:
         inputs = content_free_inputs(scorer)
         examples = [Example({f: text for f in fields}, -1, id=-1 - i) for i, text in enumerate(inputs)]
-        offsets = prior_offsets(_class_logprobs(scorer, examples, triggers))
+        offsets = prior_offsets(score(examples).detach().float().cpu())
         return CalibrationRecord(mode, offsets.tolist(), labels,
                                  "mean class distribution of the prompt with content-free inputs",
                                  inputs, len(examples))
@@ -198,7 +206,7 @@ def estimate_calibration(mode: Calibration | str, scorer: PromptScorer,
         if len(examples) > MAX_PRIOR_EXAMPLES:
             step = len(examples) / MAX_PRIOR_EXAMPLES
             examples = [examples[math.floor(i * step)] for i in range(MAX_PRIOR_EXAMPLES)]
-        offsets = prior_offsets(_class_logprobs(scorer, examples, triggers))
+        offsets = prior_offsets(score(examples).detach().float().cpu())
         return CalibrationRecord(mode, offsets.tolist(), labels,
                                  f"mean class distribution over {len(examples)} training inputs "
                                  "(labels unused)", [], len(examples))

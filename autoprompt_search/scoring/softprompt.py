@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
 from ..models.base import LMBackend, PrefixCache
+from .calibration import CalibrationRecord
 from .evaluation import Evaluation, evaluate_examples, evaluation_from_scores
 from .objective import TriggerObjective
 from ..core.results import atomic_write, provenance, write_json
@@ -92,6 +93,12 @@ class SoftScorer:
         """[N, C] class log-probs (log-sum-exp of the class's label words)."""
         return self.label_words.class_scores(self.word_logprobs(prompts, vectors, prefix, prefix_rows))
 
+    @torch.no_grad()
+    def examples_class_logprobs(self, examples: Sequence, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, C] class log-probs of ``examples`` with ``vectors`` in the slots (for calibration
+        estimates)."""
+        return self.class_logprobs(self.encode(examples), vectors).detach().cpu()
+
     def loss(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor, gold: Sequence[int],
              prefix: PrefixCache | None = None, prefix_rows: Sequence[int] | None = None) -> torch.Tensor:
         """Mean cross-entropy of the gold class (class scores renormalised over the classes)."""
@@ -101,9 +108,11 @@ class SoftScorer:
     @torch.no_grad()
     def evaluate(self, examples: Sequence, vectors: torch.Tensor, split: str = "dev",
                  batch_size: int = 32, prefix: PrefixCache | None = None,
-                 progress: bool = False) -> Evaluation:
+                 progress: bool = False,
+                 calibration: CalibrationRecord | None = None) -> Evaluation:
         """Accuracy, macro-F1 and per-example results of the soft prompt on ``examples``
-        (``prefix``: the :meth:`cache` of these examples' prompts, when scored repeatedly)."""
+        (``prefix``: the :meth:`cache` of these examples' prompts, when scored repeatedly;
+        ``calibration``: offsets subtracted from the class scores)."""
         prompts = self.encode(examples)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
         scores = torch.empty(len(prompts), len(self.task.labels))
@@ -113,7 +122,7 @@ class SoftScorer:
             scores[idx] = self.class_logprobs([prompts[i] for i in idx], vectors, prefix,
                                               idx if prefix is not None else None).cpu()
         ev = evaluation_from_scores(self.template.source + " (soft)", split, scores,
-                                    [ex.label for ex in examples], self.task.labels)
+                                    [ex.label for ex in examples], self.task.labels, calibration)
         ev.metrics["loss"] = ev.loss
         return ev
 

@@ -41,7 +41,8 @@ from ..core.spaces import TASK_VERBALIZER, SearchSpace, default_space, insert_tr
 from ..core.templates import Template
 from .base import SearchContext, Searcher, strategies
 from .pools import TriggerPool, build_pool
-from .workers import BackendRecipe, Design, Job, Outcome, make_pool
+from .workers import BackendRecipe, Design, DesignEvaluator, Job, Outcome, make_pool
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -78,8 +79,13 @@ class OptunaConfig:
                                                                   "(0.25: four actors share one GPU)."})
     plots: bool = field(default=True, metadata={"help": "Save optimisation-history and "
                                                         "parameter-importance plots (PNG)."})
+    calibration: Calibration = field(default=Calibration.NONE, metadata={
+        "help": "Score trials with calibrated class scores: none, content-free, train-prior or "
+                "pmi (offsets estimated once per design); the result stores the best design's."})
+    premise: str = field(default=DEFAULT_PREMISE, metadata={"help": "Domain premise of --calibration pmi."})
 
     def __post_init__(self) -> None:
+        self.calibration = Calibration.parse(self.calibration)
         if self.sampler not in SAMPLERS:
             raise UserError(f"--sampler {self.sampler!r}: choose {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
@@ -348,7 +354,8 @@ class BlackBoxSearcher(Searcher):
         start = time.perf_counter()
         with make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
                        batch_size=cfg.batch_size, address=cfg.ray_address or None,
-                       per_actor=cfg.per_actor) as pool:
+                       per_actor=cfg.per_actor, calibration=cfg.calibration,
+                       premise=cfg.premise) as pool:
             stats = self._loop(ctx, study, bound, search, pool)
             stats["workers"] = pool.workers
             stats["restarts"] = getattr(pool, "restarts", 0)
@@ -492,11 +499,16 @@ class BlackBoxSearcher(Searcher):
         if design.fewshot is not None:
             fewshot = {"instruction": design.instruction, "demo_ids": [d.id for d in design.demos],
                        "split": bound.space.demos.split, "separator": design.separator}
+        cfg = self.config
+        # the best design's offsets, through the estimator the workers use
+        record = DesignEvaluator(ctx.backend, ctx.task, cfg.batch_size, calibration=cfg.calibration,
+                                 premise=cfg.premise).record(design)
         return PromptResult(
             task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
             scores=scores, config=config,
+            calibration=None if record is None else record.to_json(),
             extra={"trial": best.number, "params": best.params, **stats,
                    "best_human": best_human.user_attrs["human"] if best_human else None,
                    "space": bound.space.source, "trigger_pool": {"source": bound.pool.source,
