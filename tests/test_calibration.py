@@ -289,12 +289,13 @@ def test_cli_compare_and_export_accept_the_option(monkeypatch, capsys, tmp_path,
     assert "calibration content-free" in out.split("\t")[2]
 
 
-@pytest.mark.parametrize("command", ["evaluate", "compare", "export", "search"])
+@pytest.mark.parametrize("command", ["evaluate", "compare", "export", "search", "project"])
 def test_cli_bad_calibration_is_one_error_line(monkeypatch, capsys, tmp_path, toy_yaml, command):  # noqa: F811
     args = {"evaluate": ["evaluate", "--task", str(toy_yaml), "--prompt", "{sentence} [P] ."],
             "compare": ["compare", "--task", str(toy_yaml)],
             "export": ["export", str(tmp_path)],
-            "search": ["search", "--task", str(toy_yaml), "--out", str(tmp_path / "s")]}[command]
+            "search": ["search", "--task", str(toy_yaml), "--out", str(tmp_path / "s")],
+            "project": ["project", str(tmp_path)]}[command]
     code, out, err = run_cli(monkeypatch, capsys, *args, "--calibration", "bogus")
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
@@ -376,6 +377,16 @@ def test_continuous_searches_store_the_projected_prompts_offsets(tiny_causal, to
     dev = evaluate_prompt(tiny_causal, toy_task, result.template, "dev",
                           triggers=result.trigger_ids, calibration=record)
     assert dev.metrics["accuracy"] == pytest.approx(result.scores[key])
+    if strategy == "soft":  # `project` scores the soft prompt with the mode it was trained with
+        from autoprompt_search.scoring.softprompt import SoftPrompt, project_soft_prompt
+
+        report = project_soft_prompt(SoftPrompt.load(tmp_path / strategy), tiny_causal,
+                                     task=toy_task, split="dev")
+        assert report["evaluation"]["calibration"] == "content-free"
+        assert report["evaluation"]["projected"]["accuracy"] == pytest.approx(
+            result.scores["projected_dev_accuracy"])
+        assert report["evaluation"]["soft"]["accuracy"] == pytest.approx(
+            result.scores["dev_accuracy"])
 
 
 def test_blackbox_trials_are_scored_calibrated_and_the_result_reproduces(tiny_causal, tmp_path,
