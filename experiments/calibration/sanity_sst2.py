@@ -1,6 +1,6 @@
 """Sanity check of the calibration modes on real data (not tuned on test).
 
-SmolLM2-135M-Instruct, SST-2 (16-shot split, seed 13 by default), the manual prompt
+SmolLM2-135M-Instruct, SST-2 (the default 16-shot split, seed 42), the manual prompt
 ``{sentence} It was [P] .``, 200 class-stratified test examples (core.sampling, seed 0):
 the accuracy per calibration mode. Run: ``OMP_NUM_THREADS=1 python experiments/calibration/sanity_sst2.py``.
 """
