@@ -219,6 +219,12 @@ def test_export_states_the_decision_rule(tmp_path, tiny_loaded, toy_yaml):  # no
     assert data["extra"]["export"]["rule"] == rule
     spec = prompts_for(str(toy_yaml), None, out, False)[0]
     assert spec.calibration == record
+    import yaml
+
+    (path,) = export_prompts([tmp_path / "run"], "lm-eval", tmp_path / "lm-eval")
+    meta = yaml.safe_load(path.read_text())["metadata"]
+    assert meta["calibration"]["offsets"] == record.offsets
+    assert meta["decision_rule"].startswith(rule)
 
 
 def test_export_calibration_estimates_for_results_without_one(tmp_path, tiny_dir, tiny_loaded, toy_yaml):  # noqa: F811
