@@ -16,8 +16,13 @@ from autoprompt_search.cli import main
 from autoprompt_search.core.errors import UserError
 from autoprompt_search.core.results import PromptResult
 from autoprompt_search.scoring import calibration as cal
-from autoprompt_search.scoring.calibration import (Calibration, CalibrationRecord, apply_offsets,
-                                                   estimate_calibration, prior_offsets)
+from autoprompt_search.scoring.calibration import (
+    Calibration,
+    CalibrationRecord,
+    apply_offsets,
+    estimate_calibration,
+    prior_offsets,
+)
 from autoprompt_search.scoring.evaluation import evaluate_prompt, evaluation_from_scores
 from autoprompt_search.scoring.scorer import PromptScorer
 
@@ -280,8 +285,8 @@ def test_cli_evaluate_accepts_each_mode(monkeypatch, capsys, tmp_path, tiny_dir,
         assert row["calibration"]["mode"] == mode
 
 
-def test_cli_compare_and_export_accept_the_option(monkeypatch, capsys, tmp_path, tiny_dir,
-                                                   tiny_loaded, toy_yaml):  # noqa: F811
+def test_cli_compare_and_export_accept_the_option(monkeypatch, capsys, tmp_path,  # noqa: F811
+                                                   tiny_dir, tiny_loaded, toy_yaml):  # noqa: F811
     make_found(tiny_loaded, toy_yaml, tmp_path / "run")
     code, _, err = run_cli(monkeypatch, capsys, "compare", str(tmp_path / "run"), "--model",
                            str(tiny_dir), "--no-similarity", "--resamples", "100",
@@ -420,3 +425,10 @@ def test_blackbox_trials_are_scored_calibrated_and_the_result_reproduces(tiny_ca
     scorer = PromptScorer(tiny_causal, spec.task, spec.template, spec.verbalizer, spec.fewshot)
     assert record.offsets == pytest.approx(
         estimate_calibration("content-free", scorer, spec.triggers).offsets, abs=1e-5)
+
+
+def test_an_uncalibrated_runs_config_is_unchanged(tiny_causal, toy_task, tmp_path):
+    _gradient(tiny_causal, toy_task, tmp_path / "run", iterations=1)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "calibration" not in config and "premise" not in config
+    assert PromptResult.load(tmp_path / "run").calibration is None

@@ -194,7 +194,7 @@ class Searcher:
             "data_seed": ctx.task.data_seed if not ctx.task.data.get("hub") else None,
             "model": ctx.model, "dtype": ctx.dtype, "device": ctx.device,
             "template": self.template_source if self.template_source is not None else ctx.template,
-            **to_jsonable(self.config),
+            **_without_default_calibration(to_jsonable(self.config)),
         }
 
     # --- the hooks a strategy implements ------------------------------------------------------
@@ -356,6 +356,16 @@ class Searcher:
     def _checkpointed_step(self, ctx: SearchContext) -> int | str:
         loaded = ctx.run.load_state()
         return loaded[0].get("step", "?") if loaded is not None else "none"
+
+
+def _without_default_calibration(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without ``calibration: none`` and the default premise, so an uncalibrated run's
+    config.json is what it was before calibration existed (and such runs still resume)."""
+    if settings.get("calibration") == Calibration.NONE.value:
+        settings = {k: v for k, v in settings.items() if k != "calibration"}
+        if settings.get("premise") == DEFAULT_PREMISE:
+            settings.pop("premise")
+    return settings
 
 
 strategies: Registry[type[Searcher]] = Registry("search strategy")
