@@ -45,6 +45,7 @@ import torch
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Template
+from .targets import predict_space
 
 if TYPE_CHECKING:
     from .scorer import PromptScorer
@@ -148,11 +149,6 @@ def normalised_offsets(class_scores: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(class_scores.reshape(-1).double(), -1).float()
 
 
-def calibrated_predictions(class_scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``[N]`` argmax_c of ``log p(c|x) - offsets[c]``."""
-    return apply_offsets(class_scores, offsets).argmax(-1)
-
-
 # --- estimators (through the one engine) ----------------------------------------------------
 def content_free_inputs(scorer: PromptScorer) -> list[str]:
     """``N/A``, the empty string and the tokenizer's mask token (else the literal ``[MASK]``)."""
@@ -218,7 +214,7 @@ def _pmi(scorer: PromptScorer, premise: str, labels: list[str]) -> CalibrationRe
 
     if not premise.strip():
         raise UserError("calibration pmi: the domain premise is empty; pass e.g. 'Answer:'")
-    space = " " if _space_before_predict(scorer.template) else ""
+    space = " " if predict_space(scorer.template) else ""
     source = premise.rstrip() + space + "[P]"
     try:
         template = Template.parse(source, [])
@@ -232,12 +228,6 @@ def _pmi(scorer: PromptScorer, premise: str, labels: list[str]) -> CalibrationRe
     return CalibrationRecord(Calibration.PMI, normalised_offsets(scores[0]).tolist(), labels,
                              f"label words' probability after the domain premise {premise!r}",
                              [premise], 1)
-
-
-def _space_before_predict(template: Template) -> bool:
-    from .targets import predict_space
-
-    return predict_space(template)
 
 
 def resolve_calibration(calibration: Calibration | str | CalibrationRecord | None,
