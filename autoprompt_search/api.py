@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 from .core.errors import UserError
 from .core.results import PromptResult
 from .core.runs import RunDir
-from .scoring.specs import PromptSpec, load_task, spec_from_result
+from .scoring.specs import PromptSpec, load_task, spec_calibration, spec_from_result
 
 __all__ = ["PromptSpec", "evaluate_many", "load_task", "prompts_for", "run_demo", "run_search",
            "spec_from_result"]
 from .core.tasks import Task
 
 if TYPE_CHECKING:  # torch loads on first use, so bad input is reported without waiting for it
+    from .scoring.calibration import Calibration
     from .models import LMBackend
 
 
@@ -42,8 +43,13 @@ def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: 
 
 def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
-                  progress: bool = False, device: str | None = "auto", **_: Any) -> list[dict[str, Any]]:
-    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
+                  progress: bool = False, device: str | None = "auto",
+                  calibration: Calibration | str | None = None, premise: str | None = None,
+                  **_: Any) -> list[dict[str, Any]]:
+    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped.
+
+    ``calibration`` (a mode) calibrates prompts without a stored calibration; a prompt with
+    one (a result found with calibration) is scored with its stored offsets."""
     from .models import LMBackend, load_model
     from .scoring.evaluation import evaluate_prompt
 
@@ -58,13 +64,15 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
         try:
             ev = evaluate_prompt(backend, spec.task, spec.template, split, verbalizer=spec.verbalizer,
                                  triggers=spec.triggers, fewshot=spec.fewshot,
-                                 batch_size=batch_size, limit=limit, progress=progress)
+                                 batch_size=batch_size, limit=limit, progress=progress,
+                                 calibration=spec_calibration(spec, calibration), premise=premise)
         except UserError as exc:
             if len(specs) == 1:
                 raise
             rows.append({**base, "skipped": str(exc)})
             continue
-        rows.append({**base, **ev.metrics})
+        rows.append({**base, **ev.metrics, "calibration": (
+            ev.calibration.to_json() if ev.calibration is not None else None)})
     kept = [r for r in rows if "skipped" not in r]
     if not kept:
         raise UserError("no prompt could be evaluated: " + "; ".join(r["skipped"] for r in rows))

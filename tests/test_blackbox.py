@@ -208,7 +208,7 @@ def test_lost_jobs_are_requeued_and_counted_once(toy_task, tiny_causal, space_fi
     _fake_scores(monkeypatch)
     pools = []
 
-    def make_pool(workers, *, backend, recipe, task, batch_size, address=None, per_actor=2):
+    def make_pool(workers, *, backend, recipe, task, batch_size, address=None, per_actor=2, **_):
         pools.append(_FlakyPool(DesignEvaluator(backend, task, batch_size)))
         return pools[0]
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..scoring.specs import PromptSpec, load_task, spec_from_result
 from .fluency import perplexity
 from ..core.errors import UserError
+from ..scoring.calibration import Calibration, CalibrationRecord
 from ..scoring.evaluation import Evaluation, evaluate_prompt
 from ..models import LMBackend, load_model
 from ..core.results import PromptResult, write_json
@@ -242,8 +243,9 @@ def run_curve(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
-               limit: int | None) -> str:
-    """What decides an evaluation: model, examples, template, verbalizer, triggers, framing."""
+               limit: int | None, calibration: Any = None) -> str:
+    """What decides an evaluation: model, examples, template, verbalizer, triggers, framing,
+    calibration (a mode and its premise, or stored offsets)."""
     examples = task.examples(split)[:limit] if limit is not None else task.examples(split)
     fs = spec.fewshot
     key = {"model": backend.name, "task": task.name, "split": split, "limit": limit,
@@ -252,20 +254,46 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
            "triggers": list(spec.triggers),
            "fewshot": None if fs is None else [fs.instruction, fs.separator,
                                                [[d.fields, d.label] for d in fs.demos]]}
+    if calibration is not None:
+        key["calibration"] = calibration
     if backend.dtype != torch.float32:  # float32 keys stay as they were, so old caches still match
         key["dtype"] = str(backend.dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir) -> Evaluation:
+def entry_calibration(spec: PromptSpec, mode: Calibration | None
+                      ) -> Calibration | CalibrationRecord | None:
+    """A found prompt's stored calibration (kept whatever ``mode`` says), else ``mode``."""
+    if spec.calibration is not None and spec.calibration.active:
+        return spec.calibration
+    return mode
+
+
+def default_calibration(entries: list[PromptEntry]) -> Calibration | None:
+    """The mode the found prompts share (so human and typed prompts are scored the same way),
+    None when they have none or differ."""
+    modes = {e.spec.calibration.mode if e.spec.calibration is not None else Calibration.NONE
+             for e in entries if e.kind == "found"}
+    return modes.pop() if len(modes) == 1 else None
+
+
+def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
+              calibration: Calibration | CalibrationRecord | None = None,
+              premise: str | None = None) -> Evaluation:
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{_cache_key(backend, task, spec, split, limit)}.json"
+        cal_key = None
+        if isinstance(calibration, CalibrationRecord):
+            cal_key = calibration.to_json()
+        elif calibration is not None and calibration is not Calibration.NONE:
+            cal_key = [calibration.value, premise]
+        name = _cache_key(backend, task, spec, split, limit, cal_key)
+        path = Path(cache_dir) / f"{name}.json"
         if path.is_file():
             return Evaluation.from_json(json.loads(path.read_text()), split)
     ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
                          triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
-                         limit=limit)
+                         limit=limit, calibration=calibration, premise=premise)
     if path is not None:
         write_json(path, ev.to_json())
     return ev
@@ -275,13 +303,19 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                     split: str = "test", limit: int | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
-                    progress: bool = True, device: str | None = "auto") -> Comparison:
+                    progress: bool = True, device: str | None = "auto",
+                    calibration: Calibration | str | None = None,
+                    premise: str | None = None) -> Comparison:
     """Evaluate every prompt on the same examples of ``split`` and measure them.
+
+    Found prompts are scored with their stored calibration; the others with ``calibration``
+    (default: the mode the found prompts share, else none), estimated per prompt.
 
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
     template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
     """
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
+    mode = default_calibration(entries) if calibration is None else Calibration.parse(calibration)
     evals, kept, skipped = [], [], []
     for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):
         spec = entry.spec
@@ -289,7 +323,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             raise UserError(f"{entry.source}: its trigger ids were found for model '{spec.model}', "
                             f"not '{backend.name}'; compare with --model {spec.model}")
         try:
-            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir)
+            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
+                           entry_calibration(spec, mode), premise)
         except UserError as exc:  # a prompt this model cannot read (e.g. [P] first for a causal LM)
             skipped.append({"name": entry.name, "kind": entry.kind, "prompt": entry.text,
                             "reason": str(exc)})
@@ -314,6 +349,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             "accuracy_ci": list(accuracy_ci(ev.correct, resamples=resamples, seed=seed + k)),
             "words": words, "length_tokens": prompt_length(backend, words),
             "perplexity": perplexity(backend, words),
+            "calibration": None if ev.calibration is None else ev.calibration.to_json(),
         }
         if retrieval:
             row.update(precision_at_10=m["precision_at_10"], mrr=m["mrr"], macro_f1=None,
@@ -365,6 +401,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                       {"limit": limit, "resamples": resamples, "seed": seed,
                        "similarity": "all-MiniLM-L6-v2" if similarity and humans else None,
                        "split_seed": task.seed, "task_source": task.source,
+                       "calibration": (mode or Calibration.NONE).value, "premise": premise,
                        "task_verbalizer": task.verbalizer}, retrieval, skipped)
 
 

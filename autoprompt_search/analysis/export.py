@@ -10,6 +10,12 @@
 * ``lm-eval`` -- an lm-evaluation-harness task YAML per prompt, with its data
   (both in :mod:`autoprompt_search.analysis.interop`).
 
+A calibrated prompt carries its calibration record (mode, offsets per class, what they were
+estimated from) and every format states the decision rule it needs: ``extra.export.rule`` in
+json/jsonl, a third tab-separated column in txt (``predict argmax_c log p(c|x) - offset_c
+...``). :func:`calibrate_results` estimates offsets for results saved without any
+(``export --calibration MODE``).
+
 :func:`fill_prompts` writes, for every row of a data file, the prompt filled in with
 that row (demonstrations included), ready to paste into another system.
 """
@@ -28,6 +34,7 @@ from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, write_json
 from ..core.templates import Template
 from .filling import fewshot_text, fill_template
+from ..scoring.calibration import Calibration, CalibrationRecord
 
 __all__ = ["ExportFormat", "export_prompts", "fill_prompts", "fill_template", "load_results", "write_filled"]
 
@@ -88,35 +95,81 @@ def label_words_text(verbalizer: dict[str, list[str]]) -> str:
     return " ".join(f"{label}={','.join(words)}" for label, words in verbalizer.items())
 
 
+def calibration_of(result: PromptResult) -> CalibrationRecord:
+    """A result's stored calibration (``none`` when it has none)."""
+    return CalibrationRecord.from_json(result.calibration) or CalibrationRecord(Calibration.NONE)
+
+
 def export_record(e: Exported) -> dict[str, Any]:
-    """The result record with export provenance added under ``extra.export``."""
+    """The result record with export provenance and the decision rule under ``extra.export``."""
     record = e.result.to_dict()
     record["extra"] = {**record.get("extra", {}), "export": {
         "source": str(e.source),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "text": e.result.prompt,
         "label_words": label_words_text(e.result.verbalizer),
+        "rule": calibration_of(e.result).decision_rule(),
     }}
     return record
 
 
 def export_text(items: list[Exported]) -> str:
+    """One line per prompt: template, tab, label words (and, for a calibrated prompt, a tab
+    and its decision rule with the offsets)."""
     lines = []
     for e in items:
         if "\n" in e.result.prompt or "\t" in e.result.prompt:
             raise UserError(f"{e.source}: the prompt holds a tab or newline; export it as json or jsonl")
-        lines.append(f"{e.result.prompt}\t{label_words_text(e.result.verbalizer)}")
+        line = f"{e.result.prompt}\t{label_words_text(e.result.verbalizer)}"
+        cal = calibration_of(e.result)
+        if cal.active:
+            line += "\t" + cal.decision_rule()
+        lines.append(line)
     return "".join(line + "\n" for line in lines)
 
 
+def calibrate_results(items: list[Exported], calibration: Calibration | str, *,
+                      premise: str | None = None, data_root=None, dtype: str = "float32") -> None:
+    """Give each result without a stored calibration the offsets of ``calibration``, estimated
+    with its own model (loaded once per model); a result stored with another mode is an error."""
+    from ..scoring.specs import spec_from_result
+    from ..models import load_model
+    from ..scoring.calibration import estimate_calibration
+    from ..scoring.scorer import PromptScorer
+
+    mode = Calibration.parse(calibration)
+    backends: dict[str, Any] = {}
+    for e in items:
+        stored = calibration_of(e.result)
+        if stored.active:
+            if stored.mode is not mode:
+                raise UserError(f"{e.source} was found with calibration {stored.mode.value}; "
+                                f"export it without --calibration or with {stored.mode.value}")
+            continue
+        if mode is Calibration.NONE:
+            continue
+        spec = spec_from_result(e.result, data_root, e.result.config.get("data_seed"))
+        if e.result.model not in backends:
+            backends[e.result.model] = load_model(e.result.model, dtype=dtype)
+        scorer = PromptScorer(backends[e.result.model], spec.task, spec.template,
+                              spec.verbalizer, spec.fewshot)
+        record = estimate_calibration(mode, scorer, spec.triggers,
+                                      **({"premise": premise} if premise else {}))
+        e.result.calibration = record.to_json()
+
+
 def export_prompts(paths: list[Path], fmt: str, out: Path | None, *, data_root=None,
-                   split_seed=None) -> str | list[Path]:
-    """Export the results in ``paths``; returns the text (``out`` None) or the files written."""
+                   split_seed=None, calibration: Calibration | str | None = None,
+                   premise: str | None = None) -> str | list[Path]:
+    """Export the results in ``paths``; returns the text (``out`` None) or the files written.
+    ``calibration`` estimates offsets for results stored without any (:func:`calibrate_results`)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if fmt in (ExportFormat.PEFT.value, ExportFormat.LM_EVAL.value) and out is None:
         raise UserError(f"--format {fmt} writes a folder: pass --out FOLDER")
     items = load_results(paths)
+    if calibration is not None:
+        calibrate_results(items, calibration, premise=premise, data_root=data_root)
     if fmt == ExportFormat.PEFT.value:
         from .interop import export_peft
 

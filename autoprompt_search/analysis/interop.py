@@ -26,6 +26,7 @@ import yaml
 from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, provenance, write_json
 from ..core.tasks import SPLITS, Task
+from ..scoring.calibration import CalibrationRecord
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..scoring.softprompt import SoftPrompt
 from .filling import fewshot_text
@@ -140,6 +141,14 @@ def export_lm_eval(results: list[tuple[str, Path, PromptResult]], out: Path, *, 
                          "source": str(source),
                          "versions": {k: str(v) for k, v in provenance().items()}},
         }
+        if res.calibration and res.calibration.get("mode", "none") != "none":
+            # lm-eval's acc takes the argmax of the raw choice log-likelihoods; the calibrated
+            # rule subtracts these offsets from them (read them with --log_samples)
+            record = CalibrationRecord.from_json(res.calibration)
+            config["metadata"]["calibration"] = record.to_json()
+            config["metadata"]["decision_rule"] = (
+                record.decision_rule() + ". lm-eval's acc is the uncalibrated argmax; apply the "
+                "offsets to the per-choice log-likelihoods that --log_samples writes")
         for ours, theirs in LM_EVAL_SPLITS.items():
             if ours in files:
                 config[{"train": "training_split", "dev": "validation_split",

@@ -69,6 +69,18 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, 
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
 LongInputsOpt = Annotated[LongInputs, typer.Option("--long-inputs", help="An example longer than the model's context: truncate its text (with a warning saying how many and by how much) or stop with an error.")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the results to this JSON file.")]
+CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibrated class scores: none (default), content-free, train-prior or pmi (see README, Calibration). A prompt saved with a calibration keeps its stored offsets.")]
+PremiseOpt = Annotated[Optional[str], typer.Option("--premise", help="Domain premise of --calibration pmi (default 'Answer:').")]
+
+
+def _calibration(value: str | None, premise: str | None = None) -> str | None:
+    """``--calibration`` checked before any model loads (a bad value: one error line)."""
+    from ..scoring.calibration import Calibration
+
+    mode = None if value is None else Calibration.parse(value)
+    if premise is not None and mode is not Calibration.PMI:
+        raise UserError("--premise goes with --calibration pmi")
+    return None if mode is None else mode.value
 
 
 def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
@@ -93,6 +105,8 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
     long_inputs: LongInputsOpt = LongInputs.truncate,
     json_out: JsonOutOpt = None,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Score prompts on a task split: accuracy, macro-F1, per-class accuracy, n.
 
@@ -103,9 +117,12 @@ def evaluate(
       autoprompt-search evaluate --task sst-2 --human --json human.json
 
       autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
+
+      autoprompt-search evaluate --task sst-2 --human --calibration content-free
     """
     from ..api import evaluate_many, prompts_for
 
+    calibration = _calibration(calibration, premise)
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
     from ..models import load_model  # torch loads once the input is known to be good
@@ -113,7 +130,7 @@ def evaluate(
     backend = load_model(model, dtype=dtype, device=device)
     backend.encoder.context.policy = long_inputs
     rows = evaluate_many(specs, model=backend, split=split, batch_size=batch_size, limit=limit,
-                         progress=True)
+                         progress=True, calibration=calibration, premise=premise)
     _print_evaluations(rows, split)
     _warn_left_out(rows, backend)
     if json_out:
@@ -217,16 +234,21 @@ def search(
     dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     show_options: Annotated[bool, typer.Option("--show-options", help="List the strategy's settings and exit.")] = False,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Search for a prompt. Strategy settings follow as --name value (see --show-options).
 
     Example:
 
       autoprompt-search search --strategy gradient --task sst-2 --template "{sentence} [T] [T] [T] [P] ." --out runs/sst2
+
+      autoprompt-search search --strategy gradient --task sst-2 --calibration content-free --out runs/sst2-cf
     """
     from ..api import apply_run_settings, run_search
     from ..search import strategies
 
+    calibration = _calibration(calibration, premise)
     searcher_cls = strategies.get(strategy)
     if show_options:
         table = Table(title=f"settings of strategy '{strategy}'")
@@ -247,6 +269,10 @@ def search(
         seed, dtype, split_seed = (applied.pop(k, v) for k, v in
                                    (("seed", seed), ("dtype", dtype), ("split_seed", split_seed)))
     options.update(_extra_options(ctx.args))
+    if calibration is not None:
+        options["calibration"] = calibration
+    if premise is not None:
+        options["premise"] = premise
     existed = out.exists()
     try:
         result = run_search(strategy, task=str(task), model=model, template=template, out=out,

@@ -88,6 +88,9 @@ class PromptResult:
     trigger_tokens: list[str] = field(default_factory=list)
     fewshot: dict[str, Any] | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    # the calibration the scores were found and reported with: mode, offsets per class (log
+    # space) and what they were estimated from (scoring.calibration.CalibrationRecord.to_json)
+    calibration: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=provenance)

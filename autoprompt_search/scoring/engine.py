@@ -121,6 +121,9 @@ class Scorer:
         self._appended = appended.to(device)
         self._appended_len = torch.tensor([len(ids) - 1 for _, ids in multi] or [0], device=device)
         self._queries = torch.tensor(queries, dtype=torch.long, device=device).reshape(-1, 4).T
+        # [C] log-space calibration offsets subtracted from the class scores of losses, gradients
+        # and class_scores (scoring.calibration); None: uncalibrated
+        self.offsets: torch.Tensor | None = None
 
     @property
     def use_prefix_cache(self) -> bool:
@@ -209,6 +212,8 @@ class Scorer:
     def _classes(self, scores: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
         """[R, W] word scores -> [R, C] class scores (-inf outside ``columns``)."""
         classes = self.targets.class_scores(scores)
+        if self.offsets is not None:
+            classes = classes - self.offsets.to(classes.device, classes.dtype)
         return classes if columns is None else classes.masked_fill(~columns, -torch.inf)
 
     def _row_loss(self, scores: torch.Tensor, gold: torch.Tensor,

@@ -19,6 +19,7 @@ from ..core.tasks import Task
 from ..models.base import LMBackend
 from ..core.data import Example
 from ..models.encoding import FewShot
+from .calibration import Calibration, CalibrationRecord, resolve_calibration
 from .scorer import PromptScorer
 from .targets import LabelWordTargets, Targets
 from .targets import object_token_ids as _object_token_ids
@@ -38,6 +39,7 @@ class Evaluation:
     gold: list[int]
     scores: list[list[float]] | None = None
     loss: float | None = None  # mean cross-entropy of the gold class among the classes
+    calibration: CalibrationRecord | None = None  # offsets the scores were calibrated with
 
     @property
     def correct(self) -> np.ndarray:
@@ -53,26 +55,32 @@ class Evaluation:
         """Everything, per-example predictions and scores included (:meth:`from_json` reads it)."""
         return {"format": EVALUATION_FORMAT, "prompt": self.prompt, "split": self.split,
                 "metrics": self.metrics, "predictions": self.predictions, "gold": self.gold,
-                "scores": self.scores, "loss": self.loss}
+                "scores": self.scores, "loss": self.loss,
+                "calibration": None if self.calibration is None else self.calibration.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], split: str | None = None) -> Evaluation:
         """An evaluation saved by :meth:`to_json` (or by an older cache without the format)."""
         return cls(data["prompt"], data.get("split", split), data["metrics"],
                    list(data["predictions"]), list(data["gold"]), data.get("scores"),
-                   data.get("loss"))
+                   data.get("loss"), CalibrationRecord.from_json(data.get("calibration")))
 
 
 def evaluation_from_scores(prompt: str, split: str, scores: torch.Tensor, gold: Sequence[int],
-                           targets: Targets | Sequence[str]) -> Evaluation:
+                           targets: Targets | Sequence[str],
+                           calibration: CalibrationRecord | None = None) -> Evaluation:
     """The evaluation of class scores ``[N, C]`` against gold classes ``[N]``.
 
     ``targets`` says which metrics apply (a task's labels: classification); the loss is the
     mean cross-entropy of the gold class with the scores renormalised over the classes.
+    With ``calibration`` the scores first have its offsets subtracted (predictions, metrics,
+    loss and the kept scores are all calibrated ones).
     """
     if not isinstance(targets, Targets):
         targets = LabelWordTargets(None, {}, {}, {}, [], labels=list(targets))
     scores = scores.detach().float().cpu()
+    if calibration is not None:
+        scores = calibration.apply(scores)
     gold_arr = np.asarray(gold, dtype=np.int64)
     pred = scores.argmax(-1).numpy()
     metrics = targets.metrics(scores, gold_arr, split)
@@ -80,7 +88,8 @@ def evaluation_from_scores(prompt: str, split: str, scores: torch.Tensor, gold: 
         if len(gold_arr) else float("nan")
     return Evaluation(prompt, split, metrics, targets.predictions(pred),
                       targets.predictions(gold_arr),
-                      scores.tolist() if targets.keeps_scores else None, loss)
+                      scores.tolist() if targets.keeps_scores else None, loss,
+                      calibration if calibration is not None and calibration.active else None)
 
 
 def evaluate_prompt(
@@ -96,33 +105,42 @@ def evaluate_prompt(
     limit: int | None = None,
     progress: bool = False,
     restrict_vocab: bool = True,
+    calibration: Calibration | str | CalibrationRecord | None = None,
+    premise: str | None = None,
 ) -> Evaluation:
     """Score ``template`` on ``split`` of ``task``; return metrics and per-example results.
 
     ``triggers`` fills the template's [T] slots with token ids. For open-vocabulary
     tasks (LAMA) the gold object is ranked among the candidate vocabulary (the task's
     ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary); examples whose
-    object is several tokens are left out.
+    object is several tokens are left out. ``calibration`` is a mode (offsets estimated for
+    this prompt, :func:`~autoprompt_search.scoring.calibration.estimate_calibration`) or a
+    stored record (its offsets used as they are); ``premise`` is the ``pmi`` premise.
     """
     examples = task.examples(split)
     if limit is not None:
         examples = examples[:limit]
     scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size)
     return evaluate_examples(scorer, examples, triggers, split, progress=progress,
-                             restrict_vocab=restrict_vocab)
+                             restrict_vocab=restrict_vocab, calibration=calibration,
+                             premise=premise)
 
 
 def evaluate_examples(scorer: PromptScorer, examples: Sequence[Example], triggers: Sequence[int] = (),
                       split: str = "test", *, progress: bool = False,
-                      restrict_vocab: bool = True) -> Evaluation:
-    """Metrics and per-example results of ``scorer``'s prompt design on ``examples``."""
+                      restrict_vocab: bool = True,
+                      calibration: Calibration | str | CalibrationRecord | None = None,
+                      premise: str | None = None) -> Evaluation:
+    """Metrics and per-example results of ``scorer``'s prompt design on ``examples``
+    (``calibration``: a mode to estimate or a record to apply, as in :func:`evaluate_prompt`)."""
+    record = resolve_calibration(calibration, scorer, triggers, premise)
     targets = scorer.targets({split: list(examples)}, restrict_vocab)
     kept = targets.examples[split]
     engine = scorer.engine(targets.words)
     batch = engine.encode(kept, triggers, gold=[ex.label for ex in kept])
     scores = targets.words.class_scores(engine.word_logprobs(batch, progress=progress))
     return evaluation_from_scores(scorer.template.source, split, scores, batch.gold.tolist(),
-                                  targets)
+                                  targets, record)
 
 
 def object_token_ids(backend: LMBackend, scorer, words: Sequence[str]) -> dict[str, int]:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
 from ..models.base import LMBackend, PrefixCache
+from .calibration import DEFAULT_PREMISE, Calibration, CalibrationRecord, estimate_calibration
 from .evaluation import Evaluation, evaluate_examples, evaluation_from_scores
 from .objective import TriggerObjective
 from ..core.results import atomic_write, provenance, write_json
@@ -92,6 +93,12 @@ class SoftScorer:
         """[N, C] class log-probs (log-sum-exp of the class's label words)."""
         return self.label_words.class_scores(self.word_logprobs(prompts, vectors, prefix, prefix_rows))
 
+    @torch.no_grad()
+    def examples_class_logprobs(self, examples: Sequence, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, C] class log-probs of ``examples`` with ``vectors`` in the slots (for calibration
+        estimates)."""
+        return self.class_logprobs(self.encode(examples), vectors).detach().cpu()
+
     def loss(self, prompts: Sequence[EncodedPrompt], vectors: torch.Tensor, gold: Sequence[int],
              prefix: PrefixCache | None = None, prefix_rows: Sequence[int] | None = None) -> torch.Tensor:
         """Mean cross-entropy of the gold class (class scores renormalised over the classes)."""
@@ -101,9 +108,11 @@ class SoftScorer:
     @torch.no_grad()
     def evaluate(self, examples: Sequence, vectors: torch.Tensor, split: str = "dev",
                  batch_size: int = 32, prefix: PrefixCache | None = None,
-                 progress: bool = False) -> Evaluation:
+                 progress: bool = False,
+                 calibration: CalibrationRecord | None = None) -> Evaluation:
         """Accuracy, macro-F1 and per-example results of the soft prompt on ``examples``
-        (``prefix``: the :meth:`cache` of these examples' prompts, when scored repeatedly)."""
+        (``prefix``: the :meth:`cache` of these examples' prompts, when scored repeatedly;
+        ``calibration``: offsets subtracted from the class scores)."""
         prompts = self.encode(examples)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
         scores = torch.empty(len(prompts), len(self.task.labels))
@@ -113,7 +122,7 @@ class SoftScorer:
             scores[idx] = self.class_logprobs([prompts[i] for i in idx], vectors, prefix,
                                               idx if prefix is not None else None).cpu()
         ev = evaluation_from_scores(self.template.source + " (soft)", split, scores,
-                                    [ex.label for ex in examples], self.task.labels)
+                                    [ex.label for ex in examples], self.task.labels, calibration)
         ev.metrics["loss"] = ev.loss
         return ev
 
@@ -288,9 +297,11 @@ def resolve_template(soft: SoftPrompt, task: Task | None, template: str | None) 
 def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "cosine", top_n: int = 5,
                         whole_words: bool = True, ascii_only: bool = True, task: Task | None = None,
                         template: str | None = None, split: str = "dev", limit: int | None = None,
-                        evaluate: bool = True, progress: bool = False) -> dict[str, Any]:
+                        evaluate: bool = True, progress: bool = False,
+                        calibration: str | None = None, premise: str | None = None) -> dict[str, Any]:
     """Project a soft prompt to its nearest tokens; with a task, evaluate the soft prompt and
-    the projected hard prompt on the same examples of ``split``."""
+    the projected hard prompt on the same examples of ``split``, each calibrated with its own
+    offsets (``calibration``; default: the mode the soft prompt was trained with)."""
     from ..core.projection import project
 
     dim = backend.input_embeddings().shape[1]
@@ -323,10 +334,21 @@ def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "
         return report
     verbalizer = soft.verbalizer or None
     examples = task.examples(split)[:limit]
-    soft_ev = SoftScorer(backend, task, prepared, verbalizer).evaluate(
-        examples, soft.vectors.to(backend.device), split, progress=progress)
+    mode = Calibration.parse(calibration or soft.config.get("calibration") or "none")
+    premise = premise or soft.config.get("premise") or DEFAULT_PREMISE
+    scorer = SoftScorer(backend, task, prepared, verbalizer)
+    vectors = soft.vectors.to(backend.device)
+    soft_cal = None if mode is Calibration.NONE else estimate_calibration(
+        mode, scorer.scorer, premise=premise,
+        score=lambda exs: scorer.examples_class_logprobs(exs, vectors))
+    soft_ev = scorer.evaluate(examples, vectors, split, progress=progress, calibration=soft_cal)
     hard = evaluate_examples(PromptScorer(backend, task, prepared, verbalizer), examples,
-                             proj.token_ids, split, progress=progress)
+                             proj.token_ids, split, progress=progress, calibration=mode,
+                             premise=premise)
     report["evaluation"] = {"task": task.name, "split": split, "n": len(examples),
-                            "soft": soft_ev.metrics, "projected": hard.metrics}
+                            "soft": soft_ev.metrics, "projected": hard.metrics,
+                            "calibration": mode.value,
+                            "soft_calibration": None if soft_cal is None else soft_cal.to_json(),
+                            "projected_calibration": (None if hard.calibration is None
+                                                      else hard.calibration.to_json())}
     return report

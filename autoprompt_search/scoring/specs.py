@@ -16,6 +16,7 @@ from ..core.tasks import Task
 
 if TYPE_CHECKING:  # torch loads on first use, so bad input is reported without waiting for it
     from ..models.encoding import FewShot
+    from .calibration import Calibration, CalibrationRecord
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PromptSpec:
     triggers: list[int] = field(default_factory=list)
     fewshot: FewShot | None = None
     model: str | None = None  # the model the triggers were found for
+    calibration: CalibrationRecord | None = None  # stored offsets the prompt is scored with
 
 
 def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
@@ -60,8 +62,29 @@ def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> P
         fewshot = FewShot(result.fewshot.get("instruction", ""),
                           tuple(by_id[i] for i in result.fewshot.get("demo_ids", [])),
                           result.fewshot.get("separator", "\n"))
+    from .calibration import CalibrationRecord
+
+    calibration = CalibrationRecord.from_json(result.calibration)
     if result.trigger_ids and "[T]" in result.template:
         return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model)
+                          list(result.trigger_ids), fewshot, result.model, calibration)
     return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model)
+                      result.model, calibration)
+
+
+def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None
+                     ) -> Calibration | CalibrationRecord | None:
+    """How ``spec`` is calibrated: its stored record (a prompt found with calibration keeps its
+    offsets everywhere after), else the ``calibration`` mode asked for (estimated per prompt).
+    Asking for another mode than a prompt's stored one is an error."""
+    from .calibration import Calibration
+
+    mode = None if calibration is None else Calibration.parse(calibration)
+    record = spec.calibration if spec.calibration is not None and spec.calibration.active else None
+    if record is None:
+        return mode
+    if mode is not None and mode is not record.mode:
+        raise UserError(f"prompt {spec.name or spec.template!r} was found with calibration "
+                        f"{record.mode.value} and is scored with its stored offsets; drop "
+                        f"--calibration or pass --calibration {record.mode.value}")
+    return record

@@ -44,6 +44,7 @@ from ..core.results import PromptResult, task_reference
 from ..core.runs import RunDir, SearchInterrupted
 from ..core.tasks import Task
 from ..models import LMBackend, load_model
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration
 
 TORCH_RNG_KEY = "rng.torch"
 STRATEGY_PREFIX = "strategy."
@@ -100,12 +101,18 @@ class SearchConfig:
         "resumable": True})
     eval_every: int = field(default=1, metadata={
         "help": "Score on the dev split (and checkpoint) every N steps and after the last one."})
+    calibration: Calibration = field(default=Calibration.NONE, metadata={
+        "help": "Optimise and select calibrated class scores: none, content-free, train-prior "
+                "or pmi; the result stores the best prompt's offsets."})
+    premise: str = field(default=DEFAULT_PREMISE, metadata={
+        "help": "Domain premise of --calibration pmi."})
 
     def __post_init__(self) -> None:
         if self.time_budget < 0 or self.patience < 0:
             raise UserError("time-budget and patience must be 0 or more")
         if self.eval_every < 1:
             raise UserError(f"eval-every must be at least 1, got {self.eval_every}")
+        self.calibration = Calibration.parse(self.calibration)
 
     @property
     def budget(self) -> int:
@@ -187,7 +194,7 @@ class Searcher:
             "data_seed": ctx.task.data_seed if not ctx.task.data.get("hub") else None,
             "model": ctx.model, "dtype": ctx.dtype, "device": ctx.device,
             "template": self.template_source if self.template_source is not None else ctx.template,
-            **to_jsonable(self.config),
+            **_without_default_calibration(to_jsonable(self.config)),
         }
 
     # --- the hooks a strategy implements ------------------------------------------------------
@@ -349,6 +356,16 @@ class Searcher:
     def _checkpointed_step(self, ctx: SearchContext) -> int | str:
         loaded = ctx.run.load_state()
         return loaded[0].get("step", "?") if loaded is not None else "none"
+
+
+def _without_default_calibration(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without ``calibration: none`` and the default premise, so an uncalibrated run's
+    config.json is what it was before calibration existed (and such runs still resume)."""
+    if settings.get("calibration") == Calibration.NONE.value:
+        settings = {k: v for k, v in settings.items() if k != "calibration"}
+        if settings.get("premise") == DEFAULT_PREMISE:
+            settings.pop("premise")
+    return settings
 
 
 strategies: Registry[type[Searcher]] = Registry("search strategy")

@@ -55,7 +55,8 @@ from .blackbox_study import (
     storage_kind,
     storages,
 )
-from .workers import BackendRecipe, make_pool
+from .workers import BackendRecipe, DesignEvaluator, make_pool
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ class OptunaConfig(SearchConfig):
         "resumable": True})
     plots: bool = field(default=True, metadata={"help": "Save optimisation-history and "
                                                         "parameter-importance plots (PNG)."})
+    calibration: Calibration = field(default=Calibration.NONE, metadata={
+        "help": "Score trials with calibrated class scores: none, content-free, train-prior or "
+                "pmi (offsets estimated once per design); the result stores the best design's."})
+    premise: str = field(default=DEFAULT_PREMISE, metadata={"help": "Domain premise of --calibration pmi."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -272,7 +277,8 @@ class BlackBoxSearcher(Searcher):
             recipe = worker_recipe(ctx, cfg)
             self._pool = make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
                                    batch_size=cfg.batch_size, address=cfg.ray_address or None,
-                                   per_actor=cfg.per_actor)
+                                   per_actor=cfg.per_actor, calibration=cfg.calibration,
+                                   premise=cfg.premise)
             self.sched.start()
         pool, sched = self._pool, self.sched
         start = time.perf_counter()
@@ -356,11 +362,16 @@ class BlackBoxSearcher(Searcher):
         if design.fewshot is not None:
             fewshot = {"instruction": design.instruction, "demo_ids": [d.id for d in design.demos],
                        "split": bound.space.demos.split, "separator": design.separator}
+        cfg = self.config
+        # the best design's offsets, through the estimator the workers use
+        calib_record = DesignEvaluator(ctx.backend, ctx.task, cfg.batch_size, calibration=cfg.calibration,
+                                      premise=cfg.premise).record(design)
         return PromptResult(
             task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
             scores=scores,
+            calibration=None if calib_record is None else calib_record.to_json(),
             extra={"trial": best.number, "params": best.params, **stats,
                    "best_human": best_human.user_attrs["human"] if best_human else None,
                    "space": bound.space.source, "trigger_pool": {"source": bound.pool.source,

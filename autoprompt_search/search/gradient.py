@@ -37,6 +37,7 @@ from ..core.errors import UserError
 from ..models.base import LMBackend
 from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
 from ..core.results import PromptResult
+from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
 from ..scoring.evaluation import evaluation_from_scores
 from ..scoring.scorer import PromptScorer
 from ..scoring.targets import Targets
@@ -204,8 +205,13 @@ class GradientSearch(Searcher):
         if not allowed.any():
             raise UserError("the token filters leave no candidate token; relax --whole-words, "
                             "--ascii-only or --deny")
+        if cfg.calibration is not Calibration.NONE and task.is_open_vocabulary:
+            raise UserError(f"--calibration {cfg.calibration.value} applies to classification "
+                            f"tasks; '{task.name}' ranks an open vocabulary")
         self.template_source, self.template = template_src, template
         self.scorer, self.objective, self.targets, self.allowed = scorer, objective, targets, allowed
+        self.calibration: CalibrationRecord | None = None  # of the triggers last scored on dev
+        self.best_calibration: CalibrationRecord | None = None
         self.emb = backend.input_embeddings()
 
     def _encode(self) -> None:
@@ -226,24 +232,46 @@ class GradientSearch(Searcher):
         return {"triggers": self.current}
 
     def state_dict(self) -> tuple[dict, dict]:
+        def record(r: CalibrationRecord | None) -> dict | None:
+            return None if r is None else r.to_json()
+
         return {"current": self.current, "best": self.best, "current_loss": self.current_loss,
-                "changed": self.changed}, {}
+                "changed": self.changed, "calibration": record(self.calibration),
+                "best_calibration": record(self.best_calibration)}, {}
 
     def load_state_dict(self, data: dict, tensors: dict) -> None:
         self.current, self.best = [int(t) for t in data["current"]], [int(t) for t in data["best"]]
         self.current_loss, self.changed = data["current_loss"], bool(data["changed"])
+        self._set_calibration(CalibrationRecord.from_json(data.get("calibration")))
+        self.best_calibration = CalibrationRecord.from_json(data.get("best_calibration"))
         self._encode()
+
+    def _set_calibration(self, record: CalibrationRecord | None) -> None:
+        """Score with ``record``'s offsets from now on (losses, gradients, dev scores)."""
+        self.calibration = record
+        self.objective.offsets = None if record is None else torch.tensor(record.offsets)
+
+    def _estimate(self, triggers: list[int]) -> CalibrationRecord | None:
+        """The calibration of ``triggers`` (one estimator for every caller); None for none."""
+        cfg = self.config
+        if cfg.calibration is Calibration.NONE:
+            return None
+        return estimate_calibration(cfg.calibration, self.scorer, triggers, premise=cfg.premise)
 
     def needs_evaluation(self) -> bool:
         return self.changed  # the dev score changes only when the triggers do
 
     def evaluate(self, ctx: SearchContext) -> Score:
+        # calibration: offsets re-estimated for the current triggers at each dev evaluation and
+        # held fixed for the steps' gradients and candidate losses until the next one
+        self._set_calibration(self._estimate(self.current))
         acc, loss = self._dev(self.objective, self.dev, self.current)
         self.changed = False
         return Score(acc, loss, {"dev_accuracy": acc, "dev_loss": loss})
 
     def keep_best(self, state: SearchState) -> None:
         self.best = list(self.current)
+        self.best_calibration = self.calibration
 
     # --- one step -------------------------------------------------------------------------------
     def _batches(self, train: EncodedBatch) -> list[EncodedBatch]:
@@ -303,7 +331,8 @@ class GradientSearch(Searcher):
 
     def _dev(self, objective: TriggerObjective, dev: EncodedBatch,
              triggers: list[int]) -> tuple[float, float]:
-        """(accuracy, mean loss) of ``triggers`` on the encoded examples ``dev``."""
+        """(accuracy, mean loss) of ``triggers`` on the encoded examples ``dev`` (calibrated
+        with the objective's offsets when the search is)."""
         ev = evaluation_from_scores("", "dev", objective.class_scores(dev, triggers),
                                     dev.gold.tolist(), self._targets)
         return float(ev.metrics["accuracy"]), ev.loss
@@ -314,12 +343,14 @@ class GradientSearch(Searcher):
         best = [int(t) for t in self.best]
         texts = token_texts(backend.tokenizer)
         tokens = [texts[t] for t in best]
+        self._set_calibration(self.best_calibration)
         train_acc, train_loss = self._dev(self.objective, self.train, best)
         return PromptResult(
             task=ctx.task.name, template=template_src,
             prompt=render_prompt(backend.tokenizer, template, best),
             model=backend.name, strategy=self.name, seed=self.seed,
             verbalizer=dict(self.scorer.verbalizer), trigger_ids=best, trigger_tokens=tokens,
+            calibration=None if self.best_calibration is None else self.best_calibration.to_json(),
             scores={"dev_accuracy": state.best_accuracy, "dev_loss": state.best_loss,
                     "train_accuracy": train_acc, "train_loss": train_loss,
                     "initial_dev_accuracy": state.initial_accuracy},

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..core.errors import UserError
+from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
 from ..scoring.evaluation import evaluate_prompt
 from ..analysis.fluency import span_log_perplexity, trigger_log_perplexity
 from ..core.projection import nearest_ids
@@ -58,6 +59,14 @@ class PezSearch(ContinuousSearch):
         vectors.grad = grad.to(vectors.dtype)  # straight-through: the projected prompt's gradient
         return loss.detach(), parts
 
+    def position_calibration(self, ctx, scorer, vectors):
+        """PEZ's position is the projected prompt: its calibration through the trigger ids."""
+        cfg = self.config
+        if cfg.calibration is Calibration.NONE:
+            return None
+        ids = self._project(ctx, vectors.detach(), self.allowed).tolist()
+        return estimate_calibration(cfg.calibration, scorer.scorer, ids, premise=cfg.premise)
+
     def dev_score(self, ctx, scorer, dev, vectors, allowed):
         ids = self._project(ctx, vectors, allowed).tolist()
         if not round_trips(ctx.backend, scorer.template, ids):
@@ -65,7 +74,7 @@ class PezSearch(ContinuousSearch):
             return {"accuracy": -1.0, "loss": float("inf"), "ids": ids, "round_trips": False}
         # the token embeddings in the slots: the hard prompt's scores (prefix cached)
         emb = ctx.backend.input_embeddings()[torch.tensor(ids, device=ctx.backend.device)].float()
-        ev = scorer.evaluate(dev, emb, "dev", prefix=self.dev_cache)
+        ev = scorer.evaluate(dev, emb, "dev", prefix=self.dev_cache, calibration=self.calibration)
         return {"accuracy": ev.metrics["accuracy"], "loss": ev.metrics["loss"], "ids": ids,
                 "round_trips": True}
 
@@ -76,7 +85,8 @@ class PezSearch(ContinuousSearch):
             raise UserError("PEZ found no projected prompt whose text re-tokenises to its ids; "
                             "keep the default token filter (--whole-words true) or run more steps")
         template = scorer.template
-        ev = evaluate_prompt(backend, task, template.source, "dev", triggers=ids)
+        ev = evaluate_prompt(backend, task, template.source, "dev", triggers=ids,
+                             calibration=CalibrationRecord.from_json(best.get("calibration")))
         scores = {"dev_accuracy": ev.metrics["accuracy"], "dev_macro_f1": ev.metrics["macro_f1"]}
         if (trigger_ppl := trigger_log_perplexity(backend, ids)) is not None:
             scores["trigger_log_ppl"] = trigger_ppl
@@ -88,6 +98,7 @@ class PezSearch(ContinuousSearch):
             model=backend.name, strategy=self.name, seed=self.seed, verbalizer=scorer.scorer.verbalizer,
             trigger_ids=ids, trigger_tokens=[backend.encoder.decode_trigger(i) for i in ids],
             scores=scores, config=config,
+            calibration=None if ev.calibration is None else ev.calibration.to_json(),
             extra={"best_step": best["step"], "seconds": round(seconds, 1), "init_ids": self.init_ids,
                    "distinct_projections": distinct},
         )

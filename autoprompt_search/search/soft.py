@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..core.errors import UserError
+from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
 from ..scoring.evaluation import evaluate_prompt
 from ..analysis.fluency import require_causal, span_log_perplexity, trigger_log_perplexity
 from ..core.projection import DistanceMetric, project, token_f1
@@ -229,6 +230,23 @@ class ContinuousSearch(Searcher):
         self.train_cache = scorer.cache(self.prompts)  # the text before the first [T], run once
         self.dev_cache = scorer.cache(scorer.encode(self.dev))
         self.embeddings = ctx.backend.input_embeddings().detach()
+        self.calibration: CalibrationRecord | None = None  # of the position last scored on dev
+
+    # --- calibration: offsets re-estimated for the current position at each dev evaluation and
+    # held fixed for the training steps until the next one (as the gradient search does)
+    def position_calibration(self, ctx: SearchContext, scorer: SoftScorer,
+                             vectors: torch.Tensor) -> CalibrationRecord | None:
+        """The calibration of the current position (soft: the vectors themselves)."""
+        cfg = self.config
+        if cfg.calibration is Calibration.NONE:
+            return None
+        vecs = vectors.detach()
+        return estimate_calibration(cfg.calibration, scorer.scorer, premise=cfg.premise,
+                                    score=lambda exs: scorer.examples_class_logprobs(exs, vecs))
+
+    def _set_calibration(self, record: CalibrationRecord | None) -> None:
+        self.calibration = record
+        self.scorer.objective.offsets = None if record is None else torch.tensor(record.offsets)
 
     def _start(self, ctx: SearchContext, vectors: torch.Tensor) -> None:
         self.vectors = vectors.to(ctx.backend.device).clone().float().requires_grad_(True)
@@ -247,13 +265,15 @@ class ContinuousSearch(Searcher):
         return {"loss": float(loss), **parts}
 
     def evaluate(self, ctx: SearchContext) -> Score:
+        self._set_calibration(self.position_calibration(ctx, self.scorer, self.vectors))
         self.last_score = score = self.dev_score(ctx, self.scorer, self.dev, self.vectors, self.allowed)
         return Score(score["accuracy"], score["loss"],
                      {f"dev_{k}": v for k, v in _loggable(score).items()})
 
     def keep_best(self, state: SearchState) -> None:
         self.best = {**self.last_score, "step": state.step,
-                     "vectors": self.vectors.detach().cpu().clone()}
+                     "vectors": self.vectors.detach().cpu().clone(),
+                     "calibration": None if self.calibration is None else self.calibration.to_json()}
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         optim = self.opt.state_dict()
@@ -267,6 +287,7 @@ class ContinuousSearch(Searcher):
                     value = {"tensor": f"optimizer.{pid}.{name}"}
                 slots[str(pid)][name] = value
         data = {"init_ids": self.init_ids, "best": _loggable(self.best),
+                "calibration": None if self.calibration is None else self.calibration.to_json(),
                 "optimizer": {"state": slots, "param_groups": optim["param_groups"]}}
         return data, tensors
 
@@ -280,6 +301,7 @@ class ContinuousSearch(Searcher):
                  for pid, slot in data["optimizer"]["state"].items()}
         self.opt.load_state_dict({"state": slots, "param_groups": data["optimizer"]["param_groups"]})
         self.best = {**data["best"], "vectors": tensors["best.vectors"].clone()}
+        self._set_calibration(CalibrationRecord.from_json(data.get("calibration")))
 
     def result(self, ctx: SearchContext, state: SearchState) -> PromptResult:
         history = ctx.run.history() if ctx.run is not None else []
@@ -332,16 +354,20 @@ class SoftSearch(ContinuousSearch):
         return loss.detach(), parts
 
     def dev_score(self, ctx, scorer, dev, vectors, allowed):
-        ev = scorer.evaluate(dev, vectors.detach(), "dev", prefix=self.dev_cache)
+        ev = scorer.evaluate(dev, vectors.detach(), "dev", prefix=self.dev_cache,
+                             calibration=self.calibration)
         return {"accuracy": ev.metrics["accuracy"], "loss": ev.metrics["loss"]}
 
     def finish(self, ctx, scorer, best, allowed, history, seconds):
         cfg, backend, task = self.config, ctx.backend, ctx.task
         vectors = best["vectors"].to(backend.device)
-        dev_full = scorer.evaluate(task.examples("dev"), vectors, "dev")
+        dev_full = scorer.evaluate(task.examples("dev"), vectors, "dev",
+                                   calibration=CalibrationRecord.from_json(best.get("calibration")))
         proj = project(vectors, backend.input_embeddings(), cfg.metric.value, 5, allowed)
         ids = proj.token_ids
-        hard = evaluate_prompt(backend, task, scorer.template.source, "dev", triggers=ids)
+        # the projected prompt (what result.json reloads) with its own offsets
+        hard = evaluate_prompt(backend, task, scorer.template.source, "dev", triggers=ids,
+                               calibration=cfg.calibration, premise=cfg.premise)
         text = render_triggers(backend, scorer.template, ids)
         scores = {
             "dev_accuracy": dev_full.metrics["accuracy"], "dev_loss": dev_full.metrics["loss"],
@@ -375,6 +401,7 @@ class SoftSearch(ContinuousSearch):
             strategy=self.name, seed=self.seed, verbalizer=scorer.scorer.verbalizer,
             trigger_ids=ids, trigger_tokens=[backend.encoder.decode_trigger(i) for i in ids],
             scores=scores, config=config, extra=extra,
+            calibration=None if hard.calibration is None else hard.calibration.to_json(),
         )
 
     def save_artifacts(self, ctx: SearchContext, result: PromptResult) -> None:

@@ -29,6 +29,7 @@ import torch
 
 from ..core.data import Example
 from ..core.errors import UserError
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration, CalibrationRecord, resolve_calibration
 from ..scoring.evaluation import evaluate_examples
 from ..core.tasks import Task
 from ..models import LMBackend, load_model, wrap_model
@@ -82,13 +83,21 @@ class Outcome:
 
 
 class DesignEvaluator:
-    """Scores designs on example chunks with one backend (keeps a few scorers cached)."""
+    """Scores designs on example chunks with one backend (keeps a few scorers cached).
 
-    def __init__(self, backend: LMBackend, task: Task, batch_size: int = 32, cache: int = 8) -> None:
+    With ``calibration``, each design's offsets are estimated once (its first chunk) and every
+    chunk of it is scored with them."""
+
+    def __init__(self, backend: LMBackend, task: Task, batch_size: int = 32, cache: int = 8,
+                 calibration: Calibration | str = Calibration.NONE,
+                 premise: str = DEFAULT_PREMISE) -> None:
         self.backend = backend
         self.task = task
         self.batch_size = batch_size
+        self.calibration = Calibration.parse(calibration)
+        self.premise = premise
         self._scorers: OrderedDict[str, PromptScorer] = OrderedDict()
+        self._records: dict[str, CalibrationRecord | None] = {}
         self._cache = cache
 
     def scorer(self, design: Design) -> PromptScorer:
@@ -97,12 +106,22 @@ class DesignEvaluator:
             self._scorers[key] = PromptScorer(self.backend, self.task, design.template,
                                               design.verbalizer, design.fewshot, self.batch_size)
             while len(self._scorers) > self._cache:
-                self._scorers.popitem(last=False)
+                old, _ = self._scorers.popitem(last=False)
+                self._records.pop(old, None)
         self._scorers.move_to_end(key)
         return self._scorers[key]
 
+    def record(self, design: Design) -> CalibrationRecord | None:
+        """The design's calibration (estimated once per design; None without calibration)."""
+        scorer = self.scorer(design)
+        if design.key not in self._records:
+            self._records[design.key] = resolve_calibration(self.calibration, scorer,
+                                                            design.triggers, self.premise)
+        return self._records[design.key]
+
     def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
-        ev = evaluate_examples(self.scorer(design), list(examples), design.triggers, "search")
+        ev = evaluate_examples(self.scorer(design), list(examples), design.triggers, "search",
+                               calibration=self.record(design))
         return ev.correct.astype(float).tolist()
 
 
@@ -261,9 +280,11 @@ def _actor_class():
     class ScoringActor:
         """Loads the model once and scores jobs for the coordinator."""
 
-        def __init__(self, recipe: BackendRecipe, task: Task, batch_size: int, threads: int) -> None:
+        def __init__(self, recipe: BackendRecipe, task: Task, batch_size: int, threads: int,
+                     calibration: str = "none", premise: str = DEFAULT_PREMISE) -> None:
             torch.set_num_threads(max(1, threads))
-            self.evaluator = DesignEvaluator(recipe.build(), task, batch_size)
+            self.evaluator = DesignEvaluator(recipe.build(), task, batch_size,
+                                             calibration=calibration, premise=premise)
 
         def ready(self) -> tuple[int, str]:
             """(process id, node id): where this actor runs."""
@@ -290,7 +311,8 @@ class RayPool(WorkerPool):
 
     def __init__(self, recipe: BackendRecipe, task: Task, workers: int, *, batch_size: int = 32,
                  per_actor: int = 2, address: str | None = None, cpus_per_worker: int = 1,
-                 start_timeout: float = 300.0) -> None:
+                 start_timeout: float = 300.0, calibration: Calibration | str = Calibration.NONE,
+                 premise: str = DEFAULT_PREMISE) -> None:
         import ray
 
         self._ray = ray
@@ -304,6 +326,7 @@ class RayPool(WorkerPool):
         self._recipe = ray.put(recipe)
         self._task = ray.put(task)
         self._batch_size = batch_size
+        self._calibration = (Calibration.parse(calibration).value, premise)
         self.actors: list[_Actor] = []
         self.restarts = 0
         self.lost_jobs = 0
@@ -330,7 +353,8 @@ class RayPool(WorkerPool):
         return {"num_cpus": self.cpus, "num_gpus": self.num_gpus, "scheduling_strategy": "SPREAD"}
 
     def _start_actor(self) -> None:
-        handle = self._cls.remote(self._recipe, self._task, self._batch_size, self.cpus)
+        handle = self._cls.remote(self._recipe, self._task, self._batch_size, self.cpus,
+                                  *self._calibration)
         self.actors.append(_Actor(handle, handle.ready.remote()))
 
     def _alive_cpus(self) -> float:
@@ -436,14 +460,19 @@ class RayPool(WorkerPool):
 
 
 def make_pool(workers: int, *, backend: LMBackend | None, recipe: BackendRecipe, task: Task,
-              batch_size: int, address: str | None = None, per_actor: int = 2) -> WorkerPool:
-    """``workers == 1`` without an address: in-process; else a Ray actor pool."""
+              batch_size: int, address: str | None = None, per_actor: int = 2,
+              calibration: Calibration | str = Calibration.NONE,
+              premise: str = DEFAULT_PREMISE) -> WorkerPool:
+    """``workers == 1`` without an address: in-process; else a Ray actor pool (every worker
+    scores designs with ``calibration``)."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     if workers == 1 and not address:
         return InProcessPool(DesignEvaluator(backend if backend is not None else recipe.build(),
-                                             task, batch_size))
+                                             task, batch_size, calibration=calibration,
+                                             premise=premise))
     start = time.perf_counter()
-    pool = RayPool(recipe, task, workers, batch_size=batch_size, per_actor=per_actor, address=address)
+    pool = RayPool(recipe, task, workers, batch_size=batch_size, per_actor=per_actor, address=address,
+                   calibration=calibration, premise=premise)
     log.info("Ray pool of %d workers requested in %.1f s", workers, time.perf_counter() - start)
     return pool

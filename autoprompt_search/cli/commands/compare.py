@@ -8,7 +8,19 @@ from typing import Annotated, Optional
 import typer
 
 from ...core.devices import DEFAULT_DTYPE
-from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
+from .. import (
+    BatchOpt,
+    CalibrationOpt,
+    DataRootOpt,
+    DeviceOpt,
+    DtypeOpt,
+    PremiseOpt,
+    SplitSeedOpt,
+    _calibration,
+    _parse_label_words,
+    app,
+    console,
+)
 from ..checks import out_dir
 
 
@@ -32,6 +44,8 @@ def compare(
     dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Compare found prompts with the task's human prompts on the same examples.
 
@@ -39,6 +53,8 @@ def compare(
     test against the best human prompt, similarity to the human prompts, the model's
     perplexity of the prompt text and its length in tokens; plus the spread across
     human prompts. Writes compare.json, report.html (self-contained) and report.md.
+    Found prompts keep their stored calibration; --calibration (default: the mode the found
+    prompts share) calibrates the human and typed prompts.
 
     Examples:
 
@@ -49,6 +65,7 @@ def compare(
     from ...analysis.compare import collect_prompts, compare_prompts
     from ...analysis.report import print_table, write_reports
 
+    calibration = _calibration(calibration, premise)
     task_obj, entries = collect_prompts(task, runs or [], human, prompt or [], data_root=data_root,
                                         split_seed=split_seed,
                                         verbalizer=_parse_label_words(label_words))
@@ -57,7 +74,8 @@ def compare(
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
                            batch_size=batch_size, dtype=dtype, device=device, resamples=resamples, seed=seed,
-                           similarity=similarity, cache_dir=cache_dir)
+                           similarity=similarity, cache_dir=cache_dir,
+                           calibration=calibration, premise=premise)
     print_table(comp, console)
     paths = write_reports(comp, out)
     console.print(f"wrote {paths['json']}, {paths['html']} and {paths['markdown']}")

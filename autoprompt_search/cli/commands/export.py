@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import DataRootOpt, SplitSeedOpt, app, console
+from .. import CalibrationOpt, DataRootOpt, PremiseOpt, SplitSeedOpt, _calibration, app, console
 from ..checks import out_path
 
 
@@ -21,6 +21,8 @@ def export(
     answer: Annotated[Optional[str], typer.Option("--answer", help="With --fill: text put at [P] (e.g. '[MASK]'); default: the prompt ends where the answer goes.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="With --fill: only the first N rows.")] = None,
     data_root: DataRootOpt = None,
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
     split_seed: SplitSeedOpt = None,
 ) -> None:
     """Export the best prompts of runs as plain templates or JSON records.
@@ -38,12 +40,18 @@ def export(
 
       autoprompt-search export runs/sst2 --format lm-eval --out lm-eval-tasks
       lm_eval --model hf --model_args pretrained=... --include_path lm-eval-tasks --tasks autoprompt_sst_2_sst2
+
+    A calibrated prompt's export states its decision rule and offsets; --calibration MODE
+    estimates them (with the result's model) for results saved without a calibration.
     """
     from ...analysis.export import FORMATS, export_prompts, fill_prompts, write_filled
     from ...core.errors import UserError
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    calibration = _calibration(calibration, premise)
+    if fill is not None and calibration is not None:
+        raise UserError("--calibration goes with exported prompts, not --fill")
     if fill is not None:
         records = fill_prompts(runs, fill, answer=answer, data_root=data_root, limit=limit)
         text = write_filled(records, fmt, out)
@@ -54,7 +62,8 @@ def export(
         return
     if answer is not None or limit is not None:
         raise UserError("--answer and --limit go with --fill DATA")
-    result = export_prompts(runs, fmt, out, data_root=data_root, split_seed=split_seed)
+    result = export_prompts(runs, fmt, out, data_root=data_root, split_seed=split_seed,
+                            calibration=calibration, premise=premise)
     if isinstance(result, str):
         sys.stdout.write(result)
     else:

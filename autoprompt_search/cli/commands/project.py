@@ -11,7 +11,7 @@ from rich.table import Table
 from ...core.devices import DEFAULT_DTYPE
 from ..checks import out_file
 from ...core.errors import UserError
-from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
+from .. import BatchOpt, CalibrationOpt, DataRootOpt, DeviceOpt, PremiseOpt, _calibration, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
 
 
 @app.command()
@@ -33,6 +33,8 @@ def project(
     json_out: Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the report to this JSON file.")] = None,
     dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
+    calibration: CalibrationOpt = None,
+    premise: PremiseOpt = None,
 ) -> None:
     """Project a soft prompt to its nearest vocabulary tokens and compare the two.
 
@@ -53,6 +55,7 @@ def project(
     from ...scoring.softprompt import SoftPrompt, project_soft_prompt
 
     check_metric(metric)
+    calibration = _calibration(calibration, premise)
     sp = SoftPrompt.load(soft)
     model = model or sp.model
     if model is None:
@@ -69,7 +72,8 @@ def project(
     backend = load_model(model, dtype=dtype, device=device)
     report = project_soft_prompt(sp, backend, metric=metric, top_n=top, whole_words=whole_words,
                                  ascii_only=ascii_only, task=task_obj, template=template, split=split,
-                                 limit=limit, evaluate=evaluate, progress=True)
+                                 limit=limit, evaluate=evaluate, progress=True,
+                                 calibration=calibration, premise=premise)
     table = Table(title=f"nearest tokens ({metric} distance) - {backend.name}")
     for col in ("slot", "nearest", "distance", "next neighbours"):
         table.add_column(col, overflow="fold")
