@@ -16,8 +16,8 @@ __all__ = ["PromptSpec", "evaluate_many", "load_task", "prompts_for", "run_demo"
 from .core.tasks import Task
 
 if TYPE_CHECKING:  # torch loads on first use, so bad input is reported without waiting for it
-    from .scoring.calibration import Calibration
     from .models import LMBackend
+    from .scoring.calibration import Calibration
 
 
 def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
+from autoprompt_search.core.tasks import Task
+from autoprompt_search.core.tokens import allowed_token_mask, single_position_candidates, top_candidates
 from autoprompt_search.models import load_model, wrap_model
 from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.search.gradient import TriggerObjective
-from autoprompt_search.core.tasks import Task
 from autoprompt_search.testing import tiny_causal_lm
-from autoprompt_search.core.tokens import allowed_token_mask, single_position_candidates, top_candidates
 
 BERT_VOCAB = 28996  # bert-base-cased
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from autoprompt_search.scoring.engine import PrefixMode
-from autoprompt_search.models.encoding import FewShot
-from autoprompt_search.models import load_model, wrap_model
-from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.core.tasks import Task
+from autoprompt_search.models import load_model, wrap_model
+from autoprompt_search.models.encoding import FewShot
+from autoprompt_search.scoring.engine import PrefixMode
+from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.testing import tiny_causal_lm
 
 

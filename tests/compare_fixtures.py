@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from autoprompt_search.models import load_model
 from autoprompt_search.core.results import PromptResult
 from autoprompt_search.core.templates import Template
+from autoprompt_search.models import load_model
 from autoprompt_search.testing import tiny_causal_lm
 
 ROWS = [

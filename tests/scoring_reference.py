@@ -71,6 +71,7 @@ def _rows(backend, n: int, width: int, seed: int = 1) -> torch.Tensor:
 
 def compute(backends: dict, folder: Path) -> dict[str, list]:
     """Every reference case, by name, as nested lists of floats (or ints)."""
+    from autoprompt_search.core.spaces import SearchSpace, TriggerSpec
     from autoprompt_search.models.encoding import FewShot
     from autoprompt_search.scoring.evaluation import evaluate_prompt
     from autoprompt_search.scoring.objective import TriggerObjective
@@ -78,7 +79,6 @@ def compute(backends: dict, folder: Path) -> dict[str, list]:
     from autoprompt_search.scoring.softprompt import SoftScorer
     from autoprompt_search.search.labels import predict_features
     from autoprompt_search.search.pools import PoolContext, gradient_pool
-    from autoprompt_search.core.spaces import SearchSpace, TriggerSpec
 
     task = toy_task(folder)
     (folder / "lama").mkdir(exist_ok=True)

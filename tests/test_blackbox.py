@@ -109,7 +109,7 @@ def test_same_seed_same_trials_other_seed_other_trials(toy_task, tiny_causal, sp
                 **{**FAST, "search_examples": 6})
     a = _search(toy_task, tiny_causal, tmp_path / "a", seed=1, **opts)
     b = _search(toy_task, tiny_causal, tmp_path / "b", seed=1, **opts)
-    c = _search(toy_task, tiny_causal, tmp_path / "c", seed=2, **opts)
+    _search(toy_task, tiny_causal, tmp_path / "c", seed=2, **opts)
     params = [[r["params"] for r in _log(tmp_path / x)] for x in "abc"]
     assert params[0] == params[1] and a.prompt == b.prompt and a.scores == b.scores
     assert params[0][1:] != params[2][1:]  # trial 0 is the enqueued human prompt in both

@@ -24,9 +24,9 @@ from autoprompt_search.analysis.compare import (
     run_curve,
     similarity_to_humans,
 )
+from autoprompt_search.analysis.report import write_reports
 from autoprompt_search.core.errors import UserError
 from autoprompt_search.scoring.evaluation import evaluate_prompt
-from autoprompt_search.analysis.report import write_reports
 
 
 def fake_embed(texts):

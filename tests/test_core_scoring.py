@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from autoprompt_search.core.data import Example
-from autoprompt_search.models.encoding import FewShot
 from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.templates import Template
+from autoprompt_search.models.encoding import FewShot
 from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.scoring.scorer import PromptScorer, resolve_label_words
-from autoprompt_search.core.templates import Template
 
 
 def test_encoding_positions_causal(tiny_causal, toy_task):

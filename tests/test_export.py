@@ -8,9 +8,9 @@ import pytest
 from compare_fixtures import make_found, tiny_dir, tiny_loaded, toy_yaml  # noqa: F401
 from typer.testing import CliRunner
 
+from autoprompt_search.analysis.export import export_prompts, fill_prompts, write_filled
 from autoprompt_search.api import evaluate_many, prompts_for
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.analysis.export import export_prompts, fill_prompts, write_filled
 from autoprompt_search.core.results import PromptResult
 
 

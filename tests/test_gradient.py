@@ -10,11 +10,11 @@ import torch
 from autoprompt_search.api import PromptSpec, evaluate_many, run_search
 from autoprompt_search.core.errors import UserError
 from autoprompt_search.core.results import PromptResult
+from autoprompt_search.core.templates import Template
+from autoprompt_search.core.tokens import retokenizes
 from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.search import strategies
 from autoprompt_search.search.gradient import GradientSearch, TriggerObjective, human_trigger_template
-from autoprompt_search.core.templates import Template
-from autoprompt_search.core.tokens import retokenizes
 
 TEMPLATE = "{sentence} [T] [T] [T] [P] ."
 

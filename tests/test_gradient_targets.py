@@ -14,10 +14,10 @@ import torch
 from autoprompt_search.api import run_search
 from autoprompt_search.cli import main
 from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.tasks import Task
 from autoprompt_search.scoring.evaluation import evaluate_prompt, retrieval_candidates
 from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.search.gradient import TriggerObjective, search_targets
-from autoprompt_search.core.tasks import Task
 
 CAUSAL_TEMPLATE = "Review : {sentence} so [T] [T] [P] ."
 # 1, 7, 1, 3 and 2 tokens in the tiny causal vocabulary

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from autoprompt_search.scoring.evaluation import evaluate_prompt
-from autoprompt_search.models.loading import model_aliases
-from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.core.tasks import Task
+from autoprompt_search.models.loading import model_aliases
+from autoprompt_search.scoring.evaluation import evaluate_prompt
+from autoprompt_search.scoring.scorer import PromptScorer
 
 pytestmark = pytest.mark.integration
 

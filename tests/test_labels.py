@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.tokens import allowed_token_mask
 from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.search.labels import (
     class_token_scores,
@@ -15,7 +16,6 @@ from autoprompt_search.search.labels import (
     search_label_words,
     train_probe,
 )
-from autoprompt_search.core.tokens import allowed_token_mask
 
 
 def test_train_probe_separates_by_hand():
@@ -81,8 +81,8 @@ def test_search_labels_errors(tiny_causal, toy_task):
 
 
 def test_search_labels_command(toy_task, tmp_path, monkeypatch, tiny_causal):
-    from autoprompt_search import api
     import autoprompt_search.models as models
+    from autoprompt_search import api
     from autoprompt_search.cli import app
     from autoprompt_search.cli.commands import load_all
 

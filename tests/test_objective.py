@@ -9,8 +9,8 @@ import torch
 
 from autoprompt_search.scoring.objective import TriggerObjective
 from autoprompt_search.scoring.scorer import PromptScorer
-from autoprompt_search.search.gradient import TriggerObjective as ReExported
 from autoprompt_search.scoring.softprompt import SoftScorer
+from autoprompt_search.search.gradient import TriggerObjective as ReExported
 
 TEMPLATE = "Review : {sentence} so [T] [T] it was [P] ."
 # 1, 7, 1, 3 and 2 tokens in the tiny causal vocabulary

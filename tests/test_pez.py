@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from autoprompt_search.api import run_search
-from autoprompt_search.scoring.evaluation import evaluate_prompt
 from autoprompt_search.core.results import PromptResult
+from autoprompt_search.scoring.evaluation import evaluate_prompt
 
 TEMPLATE = "{sentence} [T] [T] it was [P] ."
 

@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 
+from autoprompt_search.analysis.fluency import ids_log_perplexity, span_log_perplexity, text_perplexity
 from autoprompt_search.api import run_search
 from autoprompt_search.cli import main
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.analysis.fluency import ids_log_perplexity, span_log_perplexity, text_perplexity
+from autoprompt_search.core.tasks import Task
 from autoprompt_search.models import load_model
 from autoprompt_search.scoring.softprompt import SoftPrompt, SoftScorer, project_soft_prompt, projection_mask
-from autoprompt_search.core.tasks import Task
 from autoprompt_search.testing import tiny_causal_lm
 
 TEMPLATE = "{sentence} [T] [T] it was [P] ."

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.search.pools import build_pool, whole_word
 from autoprompt_search.core.spaces import (
     available_spaces,
     insert_triggers,
@@ -17,6 +16,7 @@ from autoprompt_search.core.spaces import (
     space_from_mapping,
 )
 from autoprompt_search.core.validate import validate_file
+from autoprompt_search.search.pools import build_pool, whole_word
 
 SHIPPED = ("sst-2", "sst-5", "agnews", "trec", "bbc-news")
 

@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 
-from autoprompt_search.core.errors import UserError
-from autoprompt_search.scoring.metrics import classification_metrics
 from autoprompt_search.analysis.stats import (
     accuracy_ci,
     macro_f1_batch,
@@ -13,6 +11,8 @@ from autoprompt_search.analysis.stats import (
     paired_bootstrap,
     spread,
 )
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.scoring.metrics import classification_metrics
 
 
 def pair(only_a, only_b, both=0, neither=0):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from autoprompt_search.core.templates import Template
-from autoprompt_search.testing import tiny_causal_tokenizer, tiny_masked_tokenizer
 from autoprompt_search.core.tokens import (
     allowed_token_mask,
     gcg_candidates,
@@ -19,6 +18,7 @@ from autoprompt_search.core.tokens import (
     top_candidates,
     unique_changed,
 )
+from autoprompt_search.testing import tiny_causal_tokenizer, tiny_masked_tokenizer
 
 
 @pytest.fixture(scope="module")

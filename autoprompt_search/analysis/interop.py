@@ -26,8 +26,8 @@ import yaml
 from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, provenance, write_json
 from ..core.tasks import SPLITS, Task
-from ..scoring.calibration import CalibrationRecord
 from ..core.templates import Field, Predict, Template, Text, Trigger
+from ..scoring.calibration import CalibrationRecord
 from ..scoring.softprompt import SoftPrompt
 from .filling import fewshot_text
 

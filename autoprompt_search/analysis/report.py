@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .compare import Comparison
 from ..core.results import atomic_write, write_json
+from .compare import Comparison
 
 KIND_COLORS = {"found": "#d62728", "human": "#1f77b4", "typed": "#2ca02c"}
 

@@ -27,7 +27,6 @@ and checks the file; :meth:`SearchSpace.bind` resolves it against a task.
 from __future__ import annotations
 
 import enum
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -23,8 +23,8 @@ import torch
 
 from ..core.context import context_length
 from ..core.errors import UserError
-from .encoding import EncodedPrompt, PromptEncoder
 from ..core.templates import Kind
+from .encoding import EncodedPrompt, PromptEncoder
 
 
 @dataclass

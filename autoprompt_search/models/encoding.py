@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..core.context import ContextLimit, fit_to_context
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Field, Kind, Predict, Template, Text, Trigger
-from ..core.context import ContextLimit, fit_to_context
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.data import Example
 from ..core.tasks import Task
 from ..models.base import LMBackend
-from ..core.data import Example
 from ..models.encoding import FewShot
 from .calibration import Calibration, CalibrationRecord, resolve_calibration
 from .scorer import PromptScorer

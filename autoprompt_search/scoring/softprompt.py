@@ -23,16 +23,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..models.encoding import EncodedPrompt
 from ..core.errors import UserError
+from ..core.results import atomic_write, provenance, write_json
+from ..core.tasks import Task
+from ..core.templates import Template
 from ..models.base import LMBackend, PrefixCache
+from ..models.encoding import EncodedPrompt
 from .calibration import DEFAULT_PREMISE, Calibration, CalibrationRecord, estimate_calibration
 from .evaluation import Evaluation, evaluate_examples, evaluation_from_scores
 from .objective import TriggerObjective
-from ..core.results import atomic_write, provenance, write_json
 from .scorer import PromptScorer
-from ..core.tasks import Task
-from ..core.templates import Template
 
 SOFT_FORMAT = "autoprompt-search/soft-prompt"
 TENSOR_FILE = "soft_prompt.safetensors"

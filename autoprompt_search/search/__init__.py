@@ -1,4 +1,5 @@
 """Search strategies, all behind :class:`Searcher`; each registers itself by name."""
+# ruff: noqa: I001  (strategies register, and are listed, in this order)
 
 from .base import SearchContext, Searcher, strategies
 

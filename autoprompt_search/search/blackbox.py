@@ -37,6 +37,7 @@ from ..core.errors import UserError
 from ..core.results import PromptResult, task_reference, write_json
 from ..core.spaces import SearchSpace, default_space, load_space
 from ..core.templates import Template
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration
 from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
 from .blackbox_schedule import TrialScheduler, align, replay
 from .blackbox_space import BoundSpace, bind_space, pick_examples
@@ -56,7 +57,6 @@ from .blackbox_study import (
     storages,
 )
 from .workers import BackendRecipe, DesignEvaluator, make_pool
-from ..scoring.calibration import DEFAULT_PREMISE, Calibration
 
 log = logging.getLogger(__name__)
 

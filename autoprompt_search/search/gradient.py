@@ -34,18 +34,12 @@ import torch
 
 from ..core.data import Example
 from ..core.errors import UserError
-from ..models.base import LMBackend
-from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
 from ..core.results import PromptResult
-from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
-from ..scoring.evaluation import evaluation_from_scores
-from ..scoring.scorer import PromptScorer
-from ..scoring.targets import Targets
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..core.tokens import (
     allowed_token_mask,
-    render_prompt,
     gcg_candidates,
+    render_prompt,
     retokenize_mask,
     retokenizes,
     single_position_candidates,
@@ -53,7 +47,14 @@ from ..core.tokens import (
     top_candidates,
     unique_changed,
 )
+from ..models.base import LMBackend
+from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
+from ..scoring.evaluation import evaluation_from_scores
+from ..scoring.objective import EncodedBatch, TriggerObjective  # bench/ imports TriggerObjective from here
+from ..scoring.scorer import PromptScorer
+from ..scoring.targets import Targets
 from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
+
 
 class Position(str, enum.Enum):
     """Which trigger positions a step changes."""

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from ..core.errors import UserError
-from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
-from ..scoring.evaluation import evaluate_prompt
 from ..analysis.fluency import span_log_perplexity, trigger_log_perplexity
+from ..core.errors import UserError
 from ..core.projection import nearest_ids
 from ..core.results import PromptResult
+from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
+from ..scoring.evaluation import evaluate_prompt
 from ..scoring.softprompt import render_triggers, round_trips
 from .base import strategies
 from .soft import ContinuousConfig, ContinuousSearch

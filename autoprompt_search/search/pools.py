@@ -29,13 +29,13 @@ import torch
 
 from ..core.data import Example
 from ..core.errors import UserError
-from ..models import LMBackend
 from ..core.registry import Registry
-from ..scoring.engine import PrefixMode
-from ..scoring.scorer import PromptScorer
 from ..core.spaces import PoolSource, SearchSpace, TriggerSpec, insert_triggers
 from ..core.tasks import Task
 from ..core.templates import Template
+from ..models import LMBackend
+from ..scoring.engine import PrefixMode
+from ..scoring.scorer import PromptScorer
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..core.errors import UserError
-from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
-from ..scoring.evaluation import evaluate_prompt
 from ..analysis.fluency import require_causal, span_log_perplexity, trigger_log_perplexity
+from ..core.errors import UserError
 from ..core.projection import DistanceMetric, project, token_f1
 from ..core.results import PromptResult
+from ..core.templates import Template, Text
+from ..scoring.calibration import Calibration, CalibrationRecord, estimate_calibration
+from ..scoring.evaluation import evaluate_prompt
 from ..scoring.softprompt import (
     SoftPrompt,
     SoftScorer,
@@ -34,7 +35,6 @@ from ..scoring.softprompt import (
     render_triggers,
     round_trips,
 )
-from ..core.templates import Template, Text
 from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
 
 

@@ -29,11 +29,11 @@ import torch
 
 from ..core.data import Example
 from ..core.errors import UserError
-from ..scoring.calibration import DEFAULT_PREMISE, Calibration, CalibrationRecord, resolve_calibration
-from ..scoring.evaluation import evaluate_examples
 from ..core.tasks import Task
 from ..models import LMBackend, load_model, wrap_model
 from ..models.encoding import FewShot
+from ..scoring.calibration import DEFAULT_PREMISE, Calibration, CalibrationRecord, resolve_calibration
+from ..scoring.evaluation import evaluate_examples
 from ..scoring.scorer import PromptScorer
 
 log = logging.getLogger(__name__)

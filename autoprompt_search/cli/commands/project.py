@@ -9,9 +9,20 @@ import typer
 from rich.table import Table
 
 from ...core.devices import DEFAULT_DTYPE
-from ..checks import out_file
 from ...core.errors import UserError
-from .. import BatchOpt, CalibrationOpt, DataRootOpt, DeviceOpt, PremiseOpt, _calibration, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
+from .. import (  # noqa: F401
+    BatchOpt,
+    CalibrationOpt,
+    DataRootOpt,
+    DeviceOpt,
+    DtypeOpt,
+    PremiseOpt,
+    SplitSeedOpt,
+    _calibration,
+    app,
+    console,
+)
+from ..checks import out_file
 
 
 @app.command()
@@ -49,9 +60,9 @@ def project(
       autoprompt-search project my-peft-adapter/ --model smollm2-135m --task sst-2
     """
     from ...api import load_task
-    from ...models import load_model
     from ...core.projection import check_metric
     from ...core.results import write_json
+    from ...models import load_model
     from ...scoring.softprompt import SoftPrompt, project_soft_prompt
 
     check_metric(metric)
@@ -115,8 +126,8 @@ def fluency(
       autoprompt-search fluency runs/pez-sst2 runs/gradient-sst2
     """
     from ...analysis.fluency import prompt_fluency
-    from ...models import load_model
     from ...core.results import PromptResult
+    from ...models import load_model
 
     backend = load_model(model, dtype=dtype, device=device)
     table = Table(title=f"prompt perplexity under {backend.name}")
