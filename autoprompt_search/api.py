@@ -27,6 +27,7 @@ class PromptSpec:
     triggers: list[int] = field(default_factory=list)
     fewshot: FewShot | None = None
     model: str | None = None  # the model the triggers were found for
+    scoring: str = "direct"  # the scoring rule (ScoringRule) its scores are read with
 
 
 def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
@@ -58,9 +59,9 @@ def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> P
                           result.fewshot.get("separator", "\n"))
     if result.trigger_ids and "[T]" in result.template:
         return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model)
+                          list(result.trigger_ids), fewshot, result.model, result.scoring)
     return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model)
+                      result.model, result.scoring)
 
 
 def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,
@@ -86,8 +87,12 @@ def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: 
 
 def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
+                  limit_seed: int = 0, scoring: str | None = None,
                   progress: bool = False, **_: Any) -> list[dict[str, Any]]:
-    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped."""
+    """Evaluate prompt specs with one model load; prompts a model cannot read are skipped.
+
+    ``limit`` scores a seeded (``limit_seed``) class-stratified sample of the split;
+    ``scoring`` overrides each spec's scoring rule (None: the rule a saved result records)."""
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
     rows = []
     for spec in specs:
@@ -95,11 +100,13 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
             raise UserError(f"the prompt's trigger ids were found for model '{spec.model}', "
                             f"not '{backend.name}'; evaluate with --model {spec.model}")
         base = {"task": spec.task.name, "prompt": spec.name or spec.template,
-                "template": spec.template, "model": backend.name, "split": split}
+                "template": spec.template, "model": backend.name, "split": split,
+                "scoring": scoring or spec.scoring}
         try:
             ev = evaluate_prompt(backend, spec.task, spec.template, split, verbalizer=spec.verbalizer,
                                  triggers=spec.triggers, fewshot=spec.fewshot,
-                                 batch_size=batch_size, limit=limit, progress=progress)
+                                 batch_size=batch_size, limit=limit, progress=progress,
+                                 rule=base["scoring"], limit_seed=limit_seed)
         except UserError as exc:
             if len(specs) == 1:
                 raise

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from ..api import PromptSpec, load_task, spec_from_result
 from .fluency import perplexity
 from ..core.errors import UserError
+from ..core.sampling import stratified_sample
 from ..scoring.evaluation import Evaluation, evaluate_prompt
+from ..scoring.sequence import scoring_rule
 from ..models import LMBackend, load_model
 from ..core.results import PromptResult, write_json
 from ..core.runs import RunDir
@@ -241,9 +243,10 @@ def run_curve(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
-               limit: int | None) -> str:
-    """What decides an evaluation: model, examples, template, verbalizer, triggers, framing."""
-    examples = task.examples(split)[:limit] if limit is not None else task.examples(split)
+               limit: int | None, limit_seed: int = 0, scoring: str = "direct") -> str:
+    """What decides an evaluation: model, examples, template, verbalizer, triggers, framing,
+    scoring rule."""
+    examples = stratified_sample(task.examples(split), limit, limit_seed)
     fs = spec.fewshot
     key = {"model": backend.name, "task": task.name, "split": split, "limit": limit,
            "examples": [[ex.fields, ex.label, ex.extra.get("label_text")] for ex in examples],
@@ -251,25 +254,31 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
            "triggers": list(spec.triggers),
            "fewshot": None if fs is None else [fs.instruction, fs.separator,
                                                [[d.fields, d.label] for d in fs.demos]]}
+    if scoring != "direct":  # keys of direct-rule evaluations cached before rules existed hold
+        key["scoring"] = scoring
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir) -> Evaluation:
+def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir, limit_seed=0,
+              scoring=None) -> Evaluation:
+    rule = scoring_rule(scoring or spec.scoring).value
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{_cache_key(backend, task, spec, split, limit)}.json"
+        key = _cache_key(backend, task, spec, split, limit, limit_seed, rule)
+        path = Path(cache_dir) / f"{key}.json"
         if path.is_file():
             return Evaluation.from_json(json.loads(path.read_text()), split)
     ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
                          triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
-                         limit=limit)
+                         limit=limit, rule=rule, limit_seed=limit_seed)
     if path is not None:
         write_json(path, ev.to_json())
     return ev
 
 
 def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBackend,
-                    split: str = "test", limit: int | None = None, batch_size: int = 32,
+                    split: str = "test", limit: int | None = None, limit_seed: int = 0,
+                    scoring: str | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
                     progress: bool = True) -> Comparison:
@@ -277,6 +286,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
 
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
     template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
+    ``limit`` draws a class-stratified sample (seed ``limit_seed``); ``scoring`` is the scoring
+    rule of every prompt (None: each prompt's own, direct unless its result records another).
     """
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
     evals, kept, skipped = [], [], []
@@ -286,7 +297,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             raise UserError(f"{entry.source}: its trigger ids were found for model '{spec.model}', "
                             f"not '{backend.name}'; compare with --model {spec.model}")
         try:
-            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir)
+            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir, limit_seed,
+                           scoring)
         except UserError as exc:  # a prompt this model cannot read (e.g. [P] first for a causal LM)
             skipped.append({"name": entry.name, "kind": entry.kind, "prompt": entry.text,
                             "reason": str(exc)})
@@ -359,7 +371,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
     n = max(r["n"] for r in rows)
     return Comparison(task.name, backend.name, split, n, rows, human_spread,
                       rows[best_human]["name"] if best_human is not None else None, curves,
-                      {"limit": limit, "resamples": resamples, "seed": seed,
+                      {"limit": limit, "limit_seed": limit_seed, "scoring": scoring,
+                       "resamples": resamples, "seed": seed,
                        "similarity": "all-MiniLM-L6-v2" if similarity and humans else None,
                        "split_seed": task.seed, "task_source": task.source,
                        "task_verbalizer": task.verbalizer}, retrieval, skipped)

@@ -32,6 +32,9 @@ DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Folder
 SplitSeedOpt = Annotated[Optional[int], typer.Option("--split-seed", help="Which 16-shot split (13, 21, 42, 87, 100) for tasks that have several.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only N examples: a class-stratified sample drawn with --limit-seed.")]
+LimitSeedOpt = Annotated[int, typer.Option("--limit-seed", help="Seed of the --limit sample (same seed, same examples).")]
+ScoringOpt = Annotated[Optional[str], typer.Option("--scoring", help="direct (the label word at [P]; a causal LM scores text after [P] from the word on) or channel (the input given the label first); default: direct, or the rule a --prompt-file records.")]
 
 
 def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
@@ -59,7 +62,9 @@ def evaluate(
     split_seed: SplitSeedOpt = None,
     dtype: DtypeOpt = "float32",
     batch_size: BatchOpt = 32,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
+    limit: LimitOpt = None,
+    limit_seed: LimitSeedOpt = 0,
+    scoring: ScoringOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
 ) -> None:
     """Score prompts on a task split: accuracy, macro-F1, per-class accuracy, n.
@@ -71,13 +76,16 @@ def evaluate(
       autoprompt-search evaluate --task sst-2 --human --json human.json
 
       autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
+
+      autoprompt-search evaluate --task agnews --prompt "[P] News: {text}" --scoring channel --limit 300
     """
     from ..api import evaluate_many, prompts_for
 
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
     rows = evaluate_many(specs, model=model, split=split, dtype=dtype, batch_size=batch_size,
-                         limit=limit, data_root=data_root, split_seed=split_seed, progress=True)
+                         limit=limit, limit_seed=limit_seed, scoring=scoring,
+                         data_root=data_root, split_seed=split_seed, progress=True)
     _print_evaluations(rows, split)
     if json_out:
         from ..core.results import write_json

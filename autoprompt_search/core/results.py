@@ -86,6 +86,7 @@ class PromptResult:
     trigger_ids: list[int] = field(default_factory=list)
     trigger_tokens: list[str] = field(default_factory=list)
     fewshot: dict[str, Any] | None = None
+    scoring: str = "direct"  # the scoring rule the scores were read with (direct, channel)
     scores: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

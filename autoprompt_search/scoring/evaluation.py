@@ -19,7 +19,9 @@ from ..core.tasks import Task
 from ..models.base import LMBackend
 from ..core.data import Example
 from ..models.encoding import FewShot
+from ..core.sampling import stratified_sample
 from .scorer import PromptScorer
+from .sequence import ScoringRule
 from .targets import LabelWordTargets, Targets
 from .targets import object_token_ids as _object_token_ids
 from .targets import retrieval_candidates as _retrieval_candidates
@@ -96,18 +98,20 @@ def evaluate_prompt(
     limit: int | None = None,
     progress: bool = False,
     restrict_vocab: bool = True,
+    rule: ScoringRule | str = ScoringRule.DIRECT,
+    limit_seed: int = 0,
 ) -> Evaluation:
     """Score ``template`` on ``split`` of ``task``; return metrics and per-example results.
 
     ``triggers`` fills the template's [T] slots with token ids. For open-vocabulary
     tasks (LAMA) the gold object is ranked among the candidate vocabulary (the task's
     ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary); examples whose
-    object is several tokens are left out.
+    object is several tokens are left out. ``limit`` scores a seeded class-stratified sample
+    of that many examples (:func:`~autoprompt_search.core.sampling.stratified_sample`, seed
+    ``limit_seed``); ``rule`` is the scoring rule (:class:`~.sequence.ScoringRule`).
     """
-    examples = task.examples(split)
-    if limit is not None:
-        examples = examples[:limit]
-    scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size)
+    examples = stratified_sample(task.examples(split), limit, limit_seed)
+    scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size, rule)
     return evaluate_examples(scorer, examples, triggers, split, progress=progress,
                              restrict_vocab=restrict_vocab)
 

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import BatchOpt, DataRootOpt, DtypeOpt, SplitSeedOpt, _parse_label_words, app, console
+from .. import (BatchOpt, DataRootOpt, DtypeOpt, LimitOpt, LimitSeedOpt, ScoringOpt, SplitSeedOpt,
+               _parse_label_words, app, console)
 
 
 @app.command()
@@ -19,7 +20,9 @@ def compare(
     human: Annotated[bool, typer.Option("--human/--no-human", help="Include the task's human prompts.")] = True,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A template typed here (repeatable).")] = None,
     label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Verbalizer for human/typed prompts: CLASS=word[,word] (repeat per class).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples of the split.")] = None,
+    limit: LimitOpt = None,
+    limit_seed: LimitSeedOpt = 0,
+    scoring: ScoringOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for compare.json, report.html, report.md and plots.")] = Path("compare-report"),
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for intervals and the paired test.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
@@ -53,6 +56,7 @@ def compare(
         models = {e.result.model for e in entries if e.result is not None}
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
+                           limit_seed=limit_seed, scoring=scoring,
                            batch_size=batch_size, dtype=dtype, resamples=resamples, seed=seed,
                            similarity=similarity, cache_dir=cache_dir)
     print_table(comp, console)
