@@ -134,7 +134,13 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
     task_obj = task if isinstance(task, Task) else load_task(task, data_root, split_seed)
     check_context(context, strategy=strategy, task=task_obj, model=model, seed=seed, dtype=dtype,
                   template=template)
-    searcher = strategies.get(strategy).from_options(settings, seed=seed)
+    searcher_cls = strategies.get(strategy)
+    rule = str(settings.get("scoring", "direct"))
+    if rule != "direct" and "scoring" not in searcher_cls.Config.__dataclass_fields__:
+        raise UserError(f"--scoring {rule}: the {strategy} strategy reads the label word at [P] "
+                        "(direct scoring only); search with --scoring channel through the "
+                        "black-box strategy (--strategy optuna)")
+    searcher = searcher_cls.from_options(settings, seed=seed)
     ctx = SearchContext(task=task_obj, model=model, template=template, run=RunDir(out),
                         resume=resume, progress=progress, dtype=dtype, backend_override=backend)
     return searcher.search(ctx)

@@ -135,8 +135,10 @@ class Template:
         log-likelihood of the filled-in text from the label word on
         (:mod:`autoprompt_search.scoring.sequence`).
         """
-        if self.text_after_predict:
-            return self
+        return self if self.text_after_predict else self.up_to_predict()
+
+    def up_to_predict(self) -> Template:
+        """The template cut after [P] (what a causal LM reads before the label word)."""
         return Template(self.source, self.segments[: self.predict_index + 1])
 
     def for_channel(self) -> tuple[Template, int]:

@@ -279,9 +279,9 @@ class Scorer:
         if self.sequence is not None:
             why = "--scoring channel" if self.rule is ScoringRule.CHANNEL else \
                 f"the template {self.template.source!r} (text after [P])"
-            raise UserError(f"{what} read the label word at [P]; {why} is scored on whole "
-                            "sequences: use --scoring direct with a template that ends with [P] "
-                            "(or the black-box search)")
+            raise UserError(f"{what}: it reads the label word at [P] only, but {why} is scored "
+                            "on whole sequences; use --scoring direct with a template that ends "
+                            "with [P], or the black-box search (--strategy optuna)")
 
     def _append_words(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Write each row's label word (all tokens but the last) after [P], in place; return

@@ -52,6 +52,7 @@ class SoftScorer:
             raise UserError(f"task '{task.name}' is open-vocabulary (LAMA); soft prompts and PEZ "
                             "support classification tasks")
         self.scorer = PromptScorer(backend, task, template, verbalizer)
+        self.scorer.check_direct("soft prompts and PEZ")
         self.backend = backend
         self.task = task
         self.template = self.scorer.template

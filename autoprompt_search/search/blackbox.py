@@ -37,6 +37,7 @@ from ..core.data import Example
 from ..core.errors import UserError
 from ..core.results import PromptResult, task_reference, write_json
 from ..scoring.scorer import PromptScorer
+from ..scoring.sequence import scoring_rule
 from ..core.spaces import TASK_VERBALIZER, SearchSpace, default_space, insert_triggers, load_space
 from ..core.templates import Template
 from .base import SearchContext, Searcher, strategies
@@ -74,6 +75,8 @@ class OptunaConfig:
                                                                 "(demonstration pool excluded)."})
     batch_size: int = field(default=16, metadata={"help": "Examples per job (and per forward pass)."})
     per_actor: int = field(default=2, metadata={"help": "Jobs in flight per Ray actor."})
+    scoring: str = field(default="direct", metadata={"help": "Scoring rule of every design: direct "
+                                                           "or channel (the input given the label)."})
     plots: bool = field(default=True, metadata={"help": "Save optimisation-history and "
                                                         "parameter-importance plots (PNG)."})
 
@@ -85,6 +88,7 @@ class OptunaConfig:
         for name in ("trials", "workers", "search_examples", "batch_size", "per_actor", "population"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        self.scoring = scoring_rule(self.scoring).value
         if self.startup_trials < 0:
             raise UserError("--startup-trials must be >= 0")
         if not 0 < self.p_threshold < 1:
@@ -106,6 +110,7 @@ class BoundSpace:
     demo_pool: list[Example]
     pool: TriggerPool
     dropped: list[str]
+    rule: str = "direct"  # the scoring rule of every design
 
     def design(self, get: Callable[[str, Any], Any]) -> Design:
         """Build a design, asking ``get(name, distribution)`` for each choice made."""
@@ -127,7 +132,7 @@ class BoundSpace:
         pool = od.CategoricalDistribution(list(self.pool.token_ids))
         triggers = tuple(int(get(f"trigger_{i}", pool)) for i in range(n_slots))
         return Design(template, self.verbalizers[verb_name], triggers, instruction,
-                      tuple(by_id[i] for i in demo_ids), self.space.demos.separator)
+                      tuple(by_id[i] for i in demo_ids), self.space.demos.separator, self.rule)
 
     def human_params(self, template: str) -> dict[str, Any]:
         """Params that reproduce a human prompt as written (no instruction, demos, triggers)."""
@@ -244,7 +249,7 @@ class BlackBoxSearcher(Searcher):
         probe = space.template_choices(ctx.task)
         for name, verb in space.verbalizer_choices(ctx.task).items():
             try:
-                _try_scorer(ctx, probe, verb)
+                _try_scorer(ctx, probe, verb, self.config.scoring)
                 verbalizers[name] = verb
             except UserError as exc:
                 dropped.append(f"verbalizer {name}: {exc}")
@@ -253,7 +258,8 @@ class BlackBoxSearcher(Searcher):
         templates = []
         for t in probe:
             try:
-                PromptScorer(backend, ctx.task, t, ctx.task.verbalizer)
+                PromptScorer(backend, ctx.task, t, ctx.task.verbalizer,
+                             rule=self.config.scoring).engine()  # the rule can read it
                 templates.append(t)
             except UserError as exc:
                 dropped.append(f"template {t!r}: {exc}")
@@ -269,7 +275,8 @@ class BlackBoxSearcher(Searcher):
             pool = TriggerPool((), (), "none")
         if pool_file is not None:
             write_json(pool_file, pool.to_dict())
-        return BoundSpace(space, templates, verbalizers, space.instructions, demo_pool, pool, dropped)
+        return BoundSpace(space, templates, verbalizers, space.instructions, demo_pool, pool, dropped,
+                          self.config.scoring)
 
     def _sampler(self, n_done: int) -> optuna.samplers.BaseSampler:
         seed = self.seed + n_done  # a resumed run reseeds past the trials it already has
@@ -493,7 +500,7 @@ class BlackBoxSearcher(Searcher):
             task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
-            scores=scores, config=config,
+            scoring=design.rule, scores=scores, config=config,
             extra={"trial": best.number, "params": best.params, **stats,
                    "best_human": best_human.user_attrs["human"] if best_human else None,
                    "space": bound.space.source, "trigger_pool": {"source": bound.pool.source,
@@ -508,11 +515,11 @@ class BlackBoxSearcher(Searcher):
             ctx.run.log(_record(t, i))
 
 
-def _try_scorer(ctx, templates, verbalizer) -> None:
+def _try_scorer(ctx, templates, verbalizer, rule: str = "direct") -> None:
     errors = []
     for t in templates:
         try:
-            PromptScorer(ctx.backend, ctx.task, t, verbalizer)
+            PromptScorer(ctx.backend, ctx.task, t, verbalizer, rule=rule).engine()
             return
         except UserError as exc:
             errors.append(exc)
