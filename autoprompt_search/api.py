@@ -3,65 +3,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models.encoding import FewShot
 from .core.errors import UserError
-from .scoring.evaluation import evaluate_prompt
-from .models import LMBackend, load_model
 from .core.results import PromptResult
 from .core.runs import RunDir
+from .models import LMBackend, load_model
+from .scoring.evaluation import evaluate_prompt
+from .scoring.specs import PromptSpec, load_task, spec_from_result
+
+__all__ = ["PromptSpec", "evaluate_many", "load_task", "prompts_for", "run_demo", "run_search",
+           "spec_from_result"]
 from .core.tasks import Task
-
-
-@dataclass
-class PromptSpec:
-    """A prompt to evaluate: template, optional trigger ids, verbalizer and few-shot framing."""
-
-    task: Task
-    template: str
-    name: str = ""
-    verbalizer: dict[str, list[str]] | None = None
-    triggers: list[int] = field(default_factory=list)
-    fewshot: FewShot | None = None
-    model: str | None = None  # the model the triggers were found for
-    scoring: str = "direct"  # the scoring rule (ScoringRule) its scores are read with
-
-
-def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
-    return Task.load(task, data_root=data_root, seed=split_seed)
-
-
-def result_task(result: PromptResult, data_root=None, split_seed=None) -> Task:
-    """The task a result was found for: its task reference (a shipped name or a task file's
-    absolute path); for results saved before references were absolute, whose task was a file
-    recorded by its bare name, the task file its config records."""
-    try:
-        return load_task(result.task, data_root, split_seed)
-    except UserError:
-        source = Path(str(result.config.get("task_source", "")))
-        if source.suffix in (".yaml", ".yml") and source.is_file():
-            return load_task(source, data_root, split_seed)
-        raise
-
-
-def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
-    """A saved result as something to evaluate (the template with its trigger ids)."""
-    task = result_task(result, data_root, split_seed)
-    fewshot = None
-    if result.fewshot:
-        split = result.fewshot.get("split", "train")
-        by_id = {ex.id: ex for ex in task.examples(split)}
-        fewshot = FewShot(result.fewshot.get("instruction", ""),
-                          tuple(by_id[i] for i in result.fewshot.get("demo_ids", [])),
-                          result.fewshot.get("separator", "\n"))
-    if result.trigger_ids and "[T]" in result.template:
-        return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model, result.scoring)
-    return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model, result.scoring)
 
 
 def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: bool,
@@ -88,12 +42,12 @@ def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: 
 def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
                   limit_seed: int = 0, scoring: str | None = None,
-                  progress: bool = False, **_: Any) -> list[dict[str, Any]]:
+                  progress: bool = False, device: str | None = "auto", **_: Any) -> list[dict[str, Any]]:
     """Evaluate prompt specs with one model load; prompts a model cannot read are skipped.
 
     ``limit`` scores a seeded (``limit_seed``) class-stratified sample of the split;
     ``scoring`` overrides each spec's scoring rule (None: the rule a saved result records)."""
-    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     rows = []
     for spec in specs:
         if spec.triggers and spec.model and spec.model != backend.name:
@@ -123,15 +77,18 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
                out: str | Path = "runs/search", seed: int = 0, resume: bool = False,
                options: dict[str, Any] | None = None, data_root=None, split_seed=None,
                dtype: str = "float32", backend: LMBackend | None = None,
-               progress: bool = True) -> PromptResult:
+               progress: bool = True, device: str | None = "auto") -> PromptResult:
     """Run a search strategy; the searcher saves its result in ``out``.
 
     ``options`` may be a run's ``config.json``: its context keys (strategy, task, model,
-    seed, ...) are checked against this call's arguments, its strategy keys applied."""
+    seed, ...) are checked against this call's arguments, its strategy keys applied.
+    ``device`` and ``dtype`` may be ``auto``; the run's ``config.json`` records what they
+    resolved to (a given ``backend`` keeps its own device and dtype)."""
     from .search import SearchContext, strategies
 
     context, settings = split_context_options(options or {})
     task_obj = task if isinstance(task, Task) else load_task(task, data_root, split_seed)
+    device, dtype = _resolved_placement(backend, device, dtype)
     check_context(context, strategy=strategy, task=task_obj, model=model, seed=seed, dtype=dtype,
                   template=template)
     searcher_cls = strategies.get(strategy)
@@ -142,7 +99,8 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
                         "black-box strategy (--strategy optuna)")
     searcher = searcher_cls.from_options(settings, seed=seed)
     ctx = SearchContext(task=task_obj, model=model, template=template, run=RunDir(out),
-                        resume=resume, progress=progress, dtype=dtype, backend_override=backend)
+                        resume=resume, progress=progress, dtype=dtype, device=device,
+                        backend_override=backend)
     return searcher.search(ctx)
 
 
@@ -201,8 +159,19 @@ def check_context(context: dict[str, Any], *, strategy: str, task: Task, model: 
                         f"task's {task.data_seed}; pass --split-seed {context['data_seed']}")
 
 
+def _resolved_placement(backend: LMBackend | None, device: str | None, dtype: str) -> tuple[str, str]:
+    """The concrete (device, dtype) names of a search: the backend's own, or resolved."""
+    from .core.devices import dtype_name, resolve_device, resolve_dtype
+
+    if backend is not None:
+        return str(backend.device), dtype_name(backend.dtype)
+    where = resolve_device(device)
+    return str(where), resolve_dtype(dtype, where).value
+
+
 def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
-             out: str | Path = "runs/demo") -> list[dict]:
+             out: str | Path = "runs/demo", dtype: str = "float32",
+             device: str | None = "auto") -> list[dict]:
     """The built-in demo: the human prompts of the built-in task on its test split, then a
     short gradient search from the first human prompt, saved in ``out`` (replaced each run)."""
     from rich.console import Console
@@ -212,7 +181,7 @@ def run_demo(model: str = "smollm2-135m", task: str = "bbc-news", console=None,
     start = time.perf_counter()
     console.print(f"[bold]autoprompt-search demo[/]: task {t.name} ({t.description})")
     console.print(f"loading model {model} ...")
-    backend = load_model(model)
+    backend = load_model(model, dtype=dtype, device=device)
     console.print(f"evaluating {len(t.prompts)} human prompts on the test split ...")
     rows = evaluate_many([PromptSpec(t, p.template, p.template) for p in t.prompts],
                          model=backend, split="test", progress=True)

@@ -227,3 +227,23 @@ def test_html_report_renders_in_headless_chromium(comparison, tmp_path):
     # the page is not blank: plots and table put dark pixels in the upper half
     dark = sum(1 for px in img.crop((0, 0, 1200, 1000)).getdata() if px < 128)
     assert dark > 5000
+
+
+def test_report_plots_leave_matplotlibs_global_state_alone(comparison):
+    """Plots draw on their own Agg canvas: the process's backend and pyplot figures are untouched."""
+    import matplotlib
+
+    from autoprompt_search.analysis.report import make_plots
+
+    _, _, comp = comparison
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plots = make_plots(comp)
+        assert matplotlib.get_backend() == "svg"
+        assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in plots.values()) and len(plots) == 3
+        import matplotlib.pyplot as plt
+
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(before)

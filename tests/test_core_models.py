@@ -134,3 +134,19 @@ def test_prompt_encoder_of_a_kind():
     assert isinstance(masked, MaskedPromptEncoder) and masked.suffix_special
     with pytest.raises(ValueError, match="model kind"):
         PromptEncoder(tiny_causal_tokenizer(), "seq2seq")
+
+
+def test_loading_leaves_progress_bars_and_logging_to_transformers(tmp_path, capsys):
+    """Download bars stay on (no global switch); only the per-load 'Loading weights' bar is hidden."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    model, tok = tiny_causal_lm()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    verbosity = hf_logging.get_verbosity()
+    load_model(str(tmp_path))
+    assert hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    assert hf_logging.get_verbosity() == verbosity
+    assert "Loading weights" not in capsys.readouterr().err
+    assert getattr(hf_logging, "_tqdm_hook", None) is None  # the one-call hook is removed again

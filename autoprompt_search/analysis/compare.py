@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from ..api import PromptSpec, load_task, spec_from_result
+from ..scoring.specs import PromptSpec, load_task, spec_from_result
 from .fluency import perplexity
 from ..core.errors import UserError
 from ..core.sampling import stratified_sample
@@ -256,6 +257,8 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
                                                [[d.fields, d.label] for d in fs.demos]]}
     if scoring != "direct":  # keys of direct-rule evaluations cached before rules existed hold
         key["scoring"] = scoring
+    if backend.dtype != torch.float32:  # float32 keys stay as they were, so old caches still match
+        key["dtype"] = str(backend.dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -281,7 +284,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                     scoring: str | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
-                    progress: bool = True) -> Comparison:
+                    progress: bool = True, device: str | None = "auto") -> Comparison:
     """Evaluate every prompt on the same examples of ``split`` and measure them.
 
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
@@ -289,7 +292,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
     ``limit`` draws a class-stratified sample (seed ``limit_seed``); ``scoring`` is the scoring
     rule of every prompt (None: each prompt's own, direct unless its result records another).
     """
-    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype)
+    backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     evals, kept, skipped = [], [], []
     for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):
         spec = entry.spec

@@ -5,7 +5,10 @@
   (``negative=terrible positive=great``);
 * ``json`` -- the prompt as a result record (the ``result.json`` format), which
   ``evaluate --prompt-file`` reads back; several runs give one file each in a folder;
-* ``jsonl`` -- one result record per line.
+* ``jsonl`` -- one result record per line;
+* ``peft`` -- a ``soft`` run's vectors as a PEFT ``PROMPT_TUNING`` adapter folder;
+* ``lm-eval`` -- an lm-evaluation-harness task YAML per prompt, with its data
+  (both in :mod:`autoprompt_search.analysis.interop`).
 
 :func:`fill_prompts` writes, for every row of a data file, the prompt filled in with
 that row (demonstrations included), ready to paste into another system.
@@ -16,15 +19,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ..core.data import read_rows
 from ..core.errors import UserError
 from ..core.results import PromptResult, atomic_write, write_json
-from ..core.templates import Field, Predict, Template, Text, Trigger
+from ..core.templates import Template
+from .filling import fewshot_text, fill_template
 
-FORMATS = ("txt", "json", "jsonl")
+__all__ = ["ExportFormat", "export_prompts", "fill_prompts", "fill_template", "load_results", "write_filled"]
+
+class ExportFormat(str, Enum):
+    """What ``export --format`` writes."""
+
+    TXT = "txt"
+    JSON = "json"
+    JSONL = "jsonl"
+    PEFT = "peft"
+    LM_EVAL = "lm-eval"
+
+
+FORMATS = tuple(f.value for f in ExportFormat)
+FILL_FORMATS = (ExportFormat.TXT.value, ExportFormat.JSON.value, ExportFormat.JSONL.value)
 
 
 @dataclass
@@ -91,11 +109,25 @@ def export_text(items: list[Exported]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def export_prompts(paths: list[Path], fmt: str, out: Path | None) -> str | list[Path]:
+def export_prompts(paths: list[Path], fmt: str, out: Path | None, *, data_root=None,
+                   split_seed=None) -> str | list[Path]:
     """Export the results in ``paths``; returns the text (``out`` None) or the files written."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt in (ExportFormat.PEFT.value, ExportFormat.LM_EVAL.value) and out is None:
+        raise UserError(f"--format {fmt} writes a folder: pass --out FOLDER")
     items = load_results(paths)
+    if fmt == ExportFormat.PEFT.value:
+        from .interop import export_peft
+
+        if len(items) == 1:
+            return [export_peft(items[0].source.parent, out)]
+        return [export_peft(e.source.parent, out / e.name) for e in items]
+    if fmt == ExportFormat.LM_EVAL.value:
+        from .interop import export_lm_eval
+
+        return export_lm_eval([(e.name, e.source, e.result) for e in items], out, data_root=data_root,
+                              split_seed=split_seed)
     if fmt == "txt":
         text = export_text(items)
     elif fmt == "jsonl":
@@ -121,25 +153,6 @@ def export_prompts(paths: list[Path], fmt: str, out: Path | None) -> str | list[
 
 
 # --- filled prompts ---------------------------------------------------------------------
-def fill_template(template: Template, values: dict[str, str], answer: str | None) -> str:
-    """``template`` filled with ``values``; ``[P]`` becomes ``answer``, or the text ends there
-    when ``answer`` is None (what a causal LM or a chat model continues from)."""
-    out = ""
-    for seg in template.segments:
-        sep = " " if seg.space and out else ""
-        if isinstance(seg, Text):
-            out += sep + seg.text
-        elif isinstance(seg, Field):
-            out += sep + values[seg.name]
-        elif isinstance(seg, Trigger):
-            raise UserError("the prompt still has [T] slots; export the result's rendered prompt")
-        elif isinstance(seg, Predict):
-            if answer is None:
-                return out
-            out += sep + answer
-    return out
-
-
 def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, data_root=None,
                  limit: int | None = None) -> list[dict[str, Any]]:
     """One record per (prompt, data row): the filled prompt text, ready to paste.
@@ -160,7 +173,7 @@ def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, da
         if missing:
             raise UserError(f"{data} has no column {', '.join(missing)} that the prompt of "
                             f"{e.source} needs; its columns: {', '.join(rows[0])}")
-        head = _fewshot_text(res, template, data_root)
+        head = fewshot_text(res, template, data_root)
         for i, row in enumerate(rows):
             text = head + fill_template(template, {k: str(v) for k, v in row.items()}, answer)
             rec = {"prompt": e.name, "row": i, "text": text}
@@ -170,22 +183,6 @@ def fill_prompts(paths: list[Path], data: Path, *, answer: str | None = None, da
 
 def _fields_of(res: PromptResult) -> list[str]:
     return list(dict.fromkeys(Template.parse(res.prompt).field_names))
-
-
-def _fewshot_text(res: PromptResult, template: Template, data_root) -> str:
-    if not res.fewshot:
-        return ""
-    from ..api import spec_from_result
-
-    spec = spec_from_result(res, data_root)
-    fs = spec.fewshot
-    verbalizer = res.verbalizer or spec.task.verbalizer
-    labels = spec.task.labels or []
-    parts = [fs.instruction] if fs.instruction else []
-    for demo in fs.demos:
-        word = verbalizer[labels[demo.label]][0]
-        parts.append(fill_template(template, demo.fields, word))
-    return "".join(p + fs.separator for p in parts)
 
 
 def write_filled(records: list[dict[str, Any]], fmt: str, out: Path | None) -> str | None:
@@ -201,7 +198,7 @@ def write_filled(records: list[dict[str, Any]], fmt: str, out: Path | None) -> s
     elif fmt == "json":
         text = json.dumps(records, indent=2, ensure_ascii=False) + "\n"
     else:
-        raise UserError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        raise UserError(f"--fill writes {', '.join(FILL_FORMATS)}, not '{fmt}'")
     if out is None:
         return text
     atomic_write(out, text)

@@ -2,7 +2,8 @@
 
 The HTML report is one self-contained file (plots embedded as base64 PNG); the
 Markdown report references the same plots written as PNG files next to it. Plots
-are drawn with matplotlib's ``Agg`` backend (no display needed):
+are drawn on a ``matplotlib.figure.Figure`` with its own Agg canvas -- no pyplot, no global
+backend switch, no display needed:
 
 * ``accuracy.png`` -- accuracy with its bootstrap 95% interval per prompt;
 * ``curves.png`` -- the search curves (scores over steps/trials) of the runs;
@@ -135,25 +136,25 @@ def print_table(comp: Comparison, console=None) -> None:
 
 # --- plots ------------------------------------------------------------------------------
 def _figure(width: float, height: float):
-    import matplotlib
+    """A figure drawn by its own Agg canvas (pyplot's global state is never touched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt, plt.figure(figsize=(width, height), dpi=100)
 
-
-def _png(plt, fig) -> bytes:
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
 def plot_accuracy(comp: Comparison) -> bytes:
     rows = sorted_rows(comp)[::-1]
-    plt, fig = _figure(9, 0.9 + 0.32 * len(rows))
+    fig = _figure(9, 0.9 + 0.32 * len(rows))
     ax = fig.add_subplot(111)
     ys = range(len(rows))
     for y, r in zip(ys, rows):
@@ -172,7 +173,7 @@ def plot_accuracy(comp: Comparison) -> bytes:
             ax.plot([], [], "o", color=color, label=kind)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"{comp.task} · {comp.split} · n={comp.n}")
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def plot_curves(comp: Comparison) -> bytes | None:
@@ -182,7 +183,7 @@ def plot_curves(comp: Comparison) -> bytes | None:
     names = list(comp.curves)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    plt, fig = _figure(4 * cols, 2.6 * rows + 0.4)
+    fig = _figure(4 * cols, 2.6 * rows + 0.4)
     for i, name in enumerate(names):
         curve = comp.curves[name]
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -195,14 +196,14 @@ def plot_curves(comp: Comparison) -> bytes | None:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
     fig.suptitle("search curves: the scores each run logged (log.jsonl)", fontsize=10)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def plot_fluency(comp: Comparison) -> bytes | None:
     rows = [r for r in comp.rows if r.get("perplexity")]
     if not rows:
         return None
-    plt, fig = _figure(9, 4.5)
+    fig = _figure(9, 4.5)
     ax = fig.add_subplot(111)
     for r in rows:
         ax.scatter(r["perplexity"], 100 * r["accuracy"], color=KIND_COLORS.get(r["kind"], "gray"))
@@ -216,7 +217,7 @@ def plot_fluency(comp: Comparison) -> bytes | None:
             ax.scatter([], [], color=color, label=kind)
     ax.legend(fontsize=8)
     ax.set_title("accuracy vs fluency")
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def make_plots(comp: Comparison) -> dict[str, bytes]:

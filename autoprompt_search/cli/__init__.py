@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.config import field_help, load_yaml
+from ..core.devices import DEFAULT_DTYPE
 from ..core.errors import UserError
 
 app = typer.Typer(
@@ -30,7 +31,9 @@ TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Shipped task name (s
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model alias (smollm2-135m), local folder or hub id.")]
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Folder with the shared data (fewshot/, lama/); default $AUTOPROMPT_SEARCH_DATA or ./data.")]
 SplitSeedOpt = Annotated[Optional[int], typer.Option("--split-seed", help="Which 16-shot split (13, 21, 42, 87, 100) for tasks that have several.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16.")]
+# --device / --dtype on every command that loads a model (resolved in core/devices.py)
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 where the device computes it natively, else float32), float32, bfloat16 or float16.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only N examples: a class-stratified sample drawn with --limit-seed.")]
 LimitSeedOpt = Annotated[int, typer.Option("--limit-seed", help="Seed of the --limit sample (same seed, same examples).")]
@@ -60,7 +63,8 @@ def evaluate(
     label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Override the verbalizer: CLASS=word[,word] (repeat per class).")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
     limit: LimitOpt = None,
     limit_seed: LimitSeedOpt = 0,
@@ -83,7 +87,7 @@ def evaluate(
 
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
-    rows = evaluate_many(specs, model=model, split=split, dtype=dtype, batch_size=batch_size,
+    rows = evaluate_many(specs, model=model, split=split, dtype=dtype, device=device, batch_size=batch_size,
                          limit=limit, limit_seed=limit_seed, scoring=scoring,
                          data_root=data_root, split_seed=split_seed, progress=True)
     _print_evaluations(rows, split)
@@ -165,7 +169,8 @@ def search(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of strategy settings, or a run's config.json (its strategy, task, model, template and seed apply unless given).")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
     show_options: Annotated[bool, typer.Option("--show-options", help="List the strategy's settings and exit.")] = False,
 ) -> None:
     """Search for a prompt. Strategy settings follow as --name value (see --show-options).
@@ -199,7 +204,7 @@ def search(
     options.update(_extra_options(ctx.args))
     result = run_search(strategy, task=str(task), model=model, template=template, out=out, seed=seed,
                         resume=resume, options=options, data_root=data_root, split_seed=split_seed,
-                        dtype=dtype)
+                        dtype=dtype, device=device)
     console.print(f"[bold]best prompt[/]: {result.prompt}")
     console.print("scores: " + ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items()))
     console.print(f"saved to {out}/result.json and {out}/best_prompt.txt")
@@ -231,6 +236,8 @@ def demo(
     model: ModelOpt = "smollm2-135m",
     task: TaskOpt = "bbc-news",
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the demo's search (replaced each run).")] = Path("runs/demo"),
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
 ) -> None:
     """The main job on the built-in default: BBC News topics with SmolLM2, no data folder needed.
 
@@ -238,7 +245,7 @@ def demo(
     from the first human prompt and compares the two."""
     from ..api import run_demo
 
-    run_demo(model=model, task=task, console=console, out=out)
+    run_demo(model=model, task=task, console=console, out=out, dtype=dtype, device=device)
 
 
 def _load_commands() -> None:

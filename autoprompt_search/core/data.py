@@ -1,4 +1,5 @@
-"""Reading labelled examples: TSV/CSV/JSONL files, built-in corpora, the datasets hub.
+"""Reading labelled examples: TSV/CSV/JSONL/parquet files and built-in corpora
+(Hugging Face datasets are read by :mod:`autoprompt_search.core.sources`).
 
 Every failure a user can cause (missing or empty file, missing column, a label that
 is not one of the task's labels) becomes one :class:`UserError` naming the file.
@@ -38,7 +39,7 @@ def default_data_root() -> Path:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .tsv, .csv or .jsonl file as dicts (header row for TSV/CSV)."""
+    """Rows of a .tsv, .csv, .jsonl or .parquet file as dicts (header row for TSV/CSV)."""
     if not path.is_file():
         hint = ""
         if "{data_root}" in str(path) or not path.parent.exists():
@@ -48,6 +49,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             )
         raise UserError(f"data file not found: {path}{hint}")
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        from .sources import read_parquet
+
+        rows = read_parquet(path)
+        if not rows:
+            raise UserError(f"data file has no examples: {path}")
+        return rows
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise UserError(f"data file is empty: {path}")
@@ -69,7 +77,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                                 if delimiter == "\t" else csv.QUOTE_MINIMAL)
         rows = list(reader)
     else:
-        raise UserError(f"{path}: unsupported data format {suffix!r}; use .tsv, .csv or .jsonl")
+        raise UserError(f"{path}: unsupported data format {suffix!r}; use .tsv, .csv, .jsonl or .parquet")
     if not rows:
         raise UserError(f"data file has a header but no examples: {path}")
     return rows
@@ -168,21 +176,3 @@ def _bbc_news(seed: int, per_class: tuple[int, int, int] = (16, 16, 40)) -> dict
     for rows in splits.values():
         rng.shuffle(rows)
     return splits
-
-
-def load_hub(hub: str, split: str, config: str | None) -> list[dict[str, Any]]:
-    """Rows of a ``datasets`` hub split (needs the ``datasets`` package and a network)."""
-    try:
-        import datasets  # noqa: PLC0415 - optional dependency
-    except ImportError:
-        raise UserError(
-            f"the task reads the hub dataset '{hub}', which needs `pip install datasets`"
-        ) from None
-    try:
-        ds = datasets.load_dataset(hub, config, split=split)
-    except Exception as exc:  # noqa: BLE001 - any hub failure is reported to the user
-        raise UserError(
-            f"could not load '{hub}' split '{split}' from the hub ({type(exc).__name__}: {exc}); "
-            "without a network, download it elsewhere and point the task's data at local files"
-        ) from None
-    return [dict(row) for row in ds]

@@ -15,28 +15,37 @@ projected text re-tokenises to the projected ids.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from .errors import UserError
 
-Metric = Literal["cosine", "euclidean", "dot"]
-METRICS: tuple[str, ...] = ("cosine", "euclidean", "dot")
+
+class DistanceMetric(str, enum.Enum):
+    """The distances a projection can use (the one declaration of their names)."""
+
+    cosine = "cosine"
+    euclidean = "euclidean"
+    dot = "dot"
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
+METRICS: tuple[str, ...] = tuple(m.value for m in DistanceMetric)
+
+
+def check_metric(metric: str | DistanceMetric) -> str:
+    name = getattr(metric, "value", metric)
+    if name not in METRICS:
         raise UserError(f"unknown distance {metric!r}; choose one of {', '.join(METRICS)}")
-    return metric
+    return name
 
 
 def distances(vectors: torch.Tensor, embeddings: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
     """``[K, V]`` distances from each vector (``[K, d]``) to each embedding (``[V, d]``)."""
-    check_metric(metric)
+    metric = check_metric(metric)
     v = vectors.float()
     e = embeddings.float()
     if v.dim() != 2 or e.dim() != 2 or v.shape[1] != e.shape[1]:

@@ -33,7 +33,7 @@ from .results import PromptResult, provenance, write_json
 
 CHECKPOINT_FORMAT = "autoprompt-search/checkpoint"
 CHECKPOINT_VERSION = 1
-CONTEXT_KEYS_IGNORED_ON_RESUME = ("versions",)
+CONTEXT_KEYS_IGNORED_ON_RESUME = ("versions", "device")  # a run may go on on another device
 
 
 class SearchInterrupted(UserError):

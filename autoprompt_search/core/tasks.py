@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, load_yaml
-from .data import Example, builtin_corpora, default_data_root, load_hub, read_rows, rows_to_examples
+from .data import Example, builtin_corpora, default_data_root, read_rows, rows_to_examples
 from .errors import UserError, did_you_mean
 from .resources import shipped_dir
 from .templates import Template
@@ -24,7 +24,8 @@ TASK_KEYS = (
     "name", "description", "data", "fields", "label_field", "labels", "verbalizer",
     "prompts", "prompt_files", "label_space", "candidate_vocab", "kind",
 )
-DATA_KEYS = ("train", "dev", "test", "seed", "seeds", "builtin", "hub", "hub_config", "aliases")
+DATA_KEYS = ("train", "dev", "test", "seed", "seeds", "builtin", "hub", "hub_config", "splits", "columns",
+             "aliases")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class Task:
                 raise UserError(f"{source}: missing required key '{key}'")
         data = dict(raw["data"] or {})
         check_keys(data, DATA_KEYS, f"{source} (data)")
+        if "hub" not in data and ({"splits", "columns"} & set(data)):
+            raise UserError(f"{source}: data.splits and data.columns go with data.hub (a datasets "
+                            "dataset); data files name their columns through data.aliases")
         fields = raw["fields"]
         if isinstance(fields, str):
             fields = [fields]
@@ -143,6 +147,19 @@ class Task:
     def _builtin_splits(self) -> dict[str, list[dict[str, Any]]]:
         return builtin_corpora.get(str(self.data["builtin"]))(self.data_seed)
 
+    @cached_property
+    def _hub(self):
+        """The ``data.hub`` dataset, loaded on first use and kept for the task's lifetime."""
+        from .sources import HubSource
+
+        for key in ("splits", "columns"):
+            if not isinstance(self.data.get(key) or {}, dict):
+                raise UserError(f"{self.source}: data.{key} maps names to names, e.g. "
+                                + ("{dev: validation}" if key == "splits" else "{sentence: text}"))
+        return HubSource(str(self.data["hub"]), config=self.data.get("hub_config"),
+                         splits=self.data.get("splits"), columns=self.data.get("columns"),
+                         base_dir=self.base_dir)
+
     def examples(self, split: str) -> list[Example]:
         """The examples of ``split`` (train, dev or test), validated."""
         if split not in SPLITS:
@@ -151,8 +168,7 @@ class Task:
         if "builtin" in self.data:
             rows, source = self._builtin_splits[split], f"built-in corpus {self.data['builtin']}"
         elif "hub" in self.data:
-            rows = load_hub(str(self.data["hub"]), split, self.data.get("hub_config"))
-            source = f"hub dataset {self.data['hub']}"
+            rows, source = self._hub.rows(split), self._hub.source
         else:
             if split not in self.data:
                 raise UserError(f"task '{self.name}' ({self.source}) has no '{split}' data file")

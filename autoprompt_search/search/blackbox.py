@@ -77,6 +77,8 @@ class OptunaConfig:
     per_actor: int = field(default=2, metadata={"help": "Jobs in flight per Ray actor."})
     scoring: str = field(default="direct", metadata={"help": "Scoring rule of every design: direct "
                                                            "or channel (the input given the label)."})
+    gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs each Ray actor reserves "
+                                                                  "(0.25: four actors share one GPU)."})
     plots: bool = field(default=True, metadata={"help": "Save optimisation-history and "
                                                         "parameter-importance plots (PNG)."})
 
@@ -89,6 +91,8 @@ class OptunaConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         self.scoring = scoring_rule(self.scoring).value
+        if self.gpus_per_worker < 0:
+            raise UserError("--gpus-per-worker must be >= 0")
         if self.startup_trials < 0:
             raise UserError("--startup-trials must be >= 0")
         if not 0 < self.p_threshold < 1:
@@ -347,8 +351,7 @@ class BlackBoxSearcher(Searcher):
                                         user_attrs={"human": human or "--template"})
         if ctx.run is not None:
             self._rewrite_log(ctx, study)
-        recipe = BackendRecipe(ctx.model, ctx.dtype, ctx.device) if ctx.backend_override is None \
-            else BackendRecipe.from_backend(ctx.backend_override)
+        recipe = worker_recipe(ctx, cfg)
         start = time.perf_counter()
         with make_pool(cfg.workers, backend=ctx.backend, recipe=recipe, task=ctx.task,
                        batch_size=cfg.batch_size, address=cfg.ray_address or None,
@@ -580,3 +583,16 @@ def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
         plt.close(ax.figure)
         out[name] = str(folder / name)
     return out
+
+
+def worker_recipe(ctx: SearchContext, cfg: OptunaConfig) -> BackendRecipe:
+    """How scoring workers get the model: its spec, device and dtype, and the GPUs each reserves."""
+    device = str(ctx.backend.device) if ctx.backend_override is not None else (ctx.device or "cpu")
+    pooled = cfg.workers > 1 or bool(cfg.ray_address)
+    if pooled and not device.startswith("cpu") and cfg.gpus_per_worker <= 0:
+        raise UserError(f"--device {device} with Ray workers needs --gpus-per-worker (e.g. "
+                        f"{1 / cfg.workers:.2g} for {cfg.workers} workers sharing one GPU), or use "
+                        "--device cpu")
+    if ctx.backend_override is not None:
+        return BackendRecipe.from_backend(ctx.backend_override, num_gpus=cfg.gpus_per_worker)
+    return BackendRecipe(ctx.model, ctx.dtype, ctx.device, num_gpus=cfg.gpus_per_worker)

@@ -24,7 +24,7 @@ import torch
 from ..core.errors import UserError
 from ..scoring.evaluation import evaluate_prompt
 from ..analysis.fluency import require_causal, span_log_perplexity, trigger_log_perplexity
-from ..core.projection import METRICS, project, token_f1
+from ..core.projection import DistanceMetric, project, token_f1
 from ..core.results import PromptResult
 from ..scoring.softprompt import (
     SoftPrompt,
@@ -49,14 +49,6 @@ class Optim(str, enum.Enum):
     adamw = "adamw"
     sgd = "sgd"
 
-
-class DistanceMetric(str, enum.Enum):
-    cosine = "cosine"
-    euclidean = "euclidean"
-    dot = "dot"
-
-
-assert {m.value for m in DistanceMetric} == set(METRICS)
 
 
 @dataclass

@@ -109,21 +109,42 @@ class DesignEvaluator:
 
 @dataclass
 class BackendRecipe:
-    """How a worker gets its own copy of the model: load by spec, or unpickle a given model."""
+    """How a worker gets its own copy of the model: load by spec, or unpickle a given model.
+
+    A backend whose name is loadable (an alias or a model folder) travels as its spec,
+    never as its weights; an in-memory model travels as a CPU copy and is moved to
+    ``device`` in the worker. ``num_gpus`` is what each Ray actor asks for."""
 
     spec: str
     dtype: str = "float32"
     device: str | None = None
     model: Any = field(default=None, repr=False)
     tokenizer: Any = field(default=None, repr=False)
+    num_gpus: float = 0.0
 
     @classmethod
-    def from_backend(cls, backend: LMBackend) -> BackendRecipe:
-        return cls(backend.name, model=backend.model, tokenizer=backend.tokenizer)
+    def from_backend(cls, backend: LMBackend, num_gpus: float = 0.0) -> BackendRecipe:
+        from ..core.devices import dtype_name
+        from ..models.loading import is_loadable
+
+        dtype, device = dtype_name(backend.dtype), str(backend.device)
+        if is_loadable(backend.name):
+            return cls(backend.name, dtype, device, num_gpus=num_gpus)
+        model = backend.model
+        if backend.device.type != "cpu":  # never pickle accelerator tensors into a worker
+            import copy
+
+            model = copy.deepcopy(model).cpu()
+        return cls(backend.name, dtype, device, model=model, tokenizer=backend.tokenizer,
+                   num_gpus=num_gpus)
 
     def build(self) -> LMBackend:
         if self.model is not None:
-            return wrap_model(self.model, self.tokenizer, name=self.spec)
+            from ..core.devices import resolve_device
+
+            where = resolve_device(self.device or "cpu")
+            model = self.model if where.type == "cpu" else self.model.to(where)
+            return wrap_model(model, self.tokenizer, name=self.spec)
         return load_model(self.spec, dtype=self.dtype, device=self.device)
 
 
@@ -263,7 +284,8 @@ class RayPool(WorkerPool):
         self.per_actor = per_actor
         self.cpus = cpus_per_worker
         self.start_timeout = start_timeout
-        self._cls = _actor_class().options(num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")
+        self._cls = _actor_class().options(num_cpus=cpus_per_worker, num_gpus=recipe.num_gpus,
+                                           scheduling_strategy="SPREAD")
         self._recipe = ray.put(recipe)
         self._task = ray.put(task)
         self._batch_size = batch_size

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import (BatchOpt, DataRootOpt, DtypeOpt, LimitOpt, LimitSeedOpt, ScoringOpt, SplitSeedOpt,
-               _parse_label_words, app, console)
+from ...core.devices import DEFAULT_DTYPE
+from .. import (BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, LimitOpt, LimitSeedOpt, ScoringOpt,
+               SplitSeedOpt, _parse_label_words, app, console)
 
 
 @app.command()
@@ -30,7 +31,8 @@ def compare(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep per-prompt evaluations here and reuse them in later comparisons.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
 ) -> None:
     """Compare found prompts with the task's human prompts on the same examples.
@@ -57,7 +59,7 @@ def compare(
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
                            limit_seed=limit_seed, scoring=scoring,
-                           batch_size=batch_size, dtype=dtype, resamples=resamples, seed=seed,
+                           batch_size=batch_size, dtype=dtype, device=device, resamples=resamples, seed=seed,
                            similarity=similarity, cache_dir=cache_dir)
     print_table(comp, console)
     paths = write_reports(comp, out)

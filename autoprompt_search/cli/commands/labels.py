@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .. import DataRootOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, app, console
+from ...core.devices import DEFAULT_DTYPE
+from .. import DataRootOpt, DeviceOpt, DtypeOpt, ModelOpt, SplitSeedOpt, TaskOpt, app, console
 
 
 @app.command("search-labels")
@@ -24,7 +25,8 @@ def search_labels(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the verbalizer YAML here.")] = None,
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Find label words: train a logistic regression on the [P] features, rank the vocabulary.
@@ -41,7 +43,7 @@ def search_labels(
     from ...search.labels import search_label_words
 
     task_obj = load_task(task, data_root, split_seed)
-    backend = load_model(model, dtype=dtype)
+    backend = load_model(model, dtype=dtype, device=device)
     result = search_label_words(backend, task_obj, template, top_k=top_k, whole_words=whole_words,
                                 deny=deny or (), l2=l2, seed=seed)
     table = Table(title=f"label words for {task_obj.name} ({backend.name}), template {result.template!r}")

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .. import BatchOpt, DataRootOpt, SplitSeedOpt, app, console  # noqa: F401
+from ...core.devices import DEFAULT_DTYPE
 from ...core.errors import UserError
+from .. import BatchOpt, DataRootOpt, DeviceOpt, DtypeOpt, SplitSeedOpt, app, console  # noqa: F401
 
 
 @app.command()
@@ -29,6 +30,8 @@ def project(
     data_root: DataRootOpt = None,
     split_seed: SplitSeedOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report to this JSON file.")] = None,
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Project a soft prompt to its nearest vocabulary tokens and compare the two.
 
@@ -62,7 +65,7 @@ def project(
         if split_seed is None:
             split_seed = sp.config.get("data_seed")
     task_obj = load_task(task_name, data_root, split_seed) if task_name else None
-    backend = load_model(model)
+    backend = load_model(model, dtype=dtype, device=device)
     report = project_soft_prompt(sp, backend, metric=metric, top_n=top, whole_words=whole_words,
                                  ascii_only=ascii_only, task=task_obj, template=template, split=split,
                                  limit=limit, evaluate=evaluate, progress=True)
@@ -97,6 +100,8 @@ def project(
 def fluency(
     results: Annotated[list[Path], typer.Argument(help="result.json files (or run folders) of found prompts.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Causal LM that judges fluency.")] = "smollm2-135m",
+    dtype: DtypeOpt = DEFAULT_DTYPE,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Perplexity of found prompts under a causal LM: of the trigger tokens and of the whole prompt.
 
@@ -108,7 +113,7 @@ def fluency(
     from ...models import load_model
     from ...core.results import PromptResult
 
-    backend = load_model(model)
+    backend = load_model(model, dtype=dtype, device=device)
     table = Table(title=f"prompt perplexity under {backend.name}")
     for col in ("prompt", "trigger ppl", "prompt ppl"):
         table.add_column(col, overflow="fold")
