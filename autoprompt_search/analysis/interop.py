@@ -57,7 +57,8 @@ def export_peft(source: Path, out: Path, *, tokenizer=None, kind: str | None = N
         tokenizer, kind = load_tokenizer(soft.model)
     from ..models.encoding import PromptEncoder
 
-    leading = PromptEncoder(tokenizer, kind).prefix_special
+    encoder = PromptEncoder(tokenizer, kind)
+    leading = encoder.prefix_special
     if leading:
         names = tokenizer.convert_ids_to_tokens(list(leading))
         raise UserError(f"{soft.model}'s tokenizer puts {' '.join(names)} before the [T] slots, and PEFT "
@@ -69,7 +70,7 @@ def export_peft(source: Path, out: Path, *, tokenizer=None, kind: str | None = N
     vectors = soft.vectors.detach().float().cpu().contiguous()
     save_file({"prompt_embeddings": vectors}, str(out / "adapter_model.safetensors"))
     config = {
-        "peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM" if kind == "causal" else "FEATURE_EXTRACTION",
+        "peft_type": "PROMPT_TUNING", "task_type": encoder.peft_task_type,
         "num_virtual_tokens": soft.num_slots, "token_dim": soft.dim, "num_transformer_submodules": 1,
         "prompt_tuning_init": "RANDOM", "inference_mode": True, "base_model_name_or_path": soft.model,
         "revision": None, "prompt_tuning_init_text": None, "tokenizer_name_or_path": None,

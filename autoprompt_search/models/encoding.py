@@ -169,6 +169,7 @@ class MaskedPromptEncoder(PromptEncoder):
     """[P] becomes the tokenizer's mask token, read where it stands; closing special tokens follow."""
 
     kind = "masked"
+    peft_task_type = "FEATURE_EXTRACTION"  # what a PEFT prompt-tuning adapter of this kind declares
 
     def __init__(self, tokenizer, kind: Kind | None = None) -> None:
         super().__init__(tokenizer)
@@ -184,6 +185,7 @@ class CausalPromptEncoder(PromptEncoder):
     """[P] ends the prompt: the label is the continuation of the token before it."""
 
     kind = "causal"
+    peft_task_type = "CAUSAL_LM"
 
     def __init__(self, tokenizer, kind: Kind | None = None) -> None:
         super().__init__(tokenizer)
