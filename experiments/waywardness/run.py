@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from autoprompt_search.core.sampling import stratified_sample
 from autoprompt_search.api import run_search
 from autoprompt_search.scoring.evaluation import evaluate_prompt  # noqa: F401  (documented alternative)
 from autoprompt_search.scoring.metrics import classification_metrics
@@ -38,7 +39,9 @@ ANCHOR = "This news story is about world politics and business"  # unrelated to 
 
 
 def test_subset(task: Task, n: int):
-    return task.examples("test")[:n]
+    """The study's test subset: a seeded class-stratified sample of n examples, the examples
+    ``evaluate_prompt(..., limit=n)`` scores (results.md before issue 11: the first n)."""
+    return stratified_sample(task.examples("test"), n, 0)
 
 
 def hard_accuracy(backend, task, template, ids, examples) -> float:
