@@ -38,7 +38,7 @@ from ..core.errors import UserError
 from ..core.templates import Template
 from ..models.base import LMBackend, PaddedBatch, PrefixCache
 from ..models.encoding import EncodedPrompt, FewShot
-from .sequence import ScoringRule, SequenceScorer, needs_sequence, scoring_rule
+from .sequence import ScoringRule, SequenceScorer, needs_sequence, refuse_whole_sequence, scoring_rule
 from .targets import LabelWords
 
 log = logging.getLogger(__name__)
@@ -274,14 +274,10 @@ class Scorer:
         return self._first_logprobs(hidden)
 
     def check_direct(self, what: str) -> None:
-        """Raise a user error if ``what`` (which reads the label at [P]) meets a whole-sequence
-        rule (channel scoring, or text after [P] on a causal LM)."""
+        """Raise a user error if ``what`` (which reads the label word at [P]) meets a
+        whole-sequence rule (:func:`~.sequence.refuse_whole_sequence`)."""
         if self.sequence is not None:
-            why = "--scoring channel" if self.rule is ScoringRule.CHANNEL else \
-                f"the template {self.template.source!r} (text after [P])"
-            raise UserError(f"{what}: it reads the label word at [P] only, but {why} is scored "
-                            "on whole sequences; use --scoring direct with a template that ends "
-                            "with [P], or the black-box search (--strategy optuna)")
+            refuse_whole_sequence(what, self.template, self.rule)
 
     def _append_words(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Write each row's label word (all tokens but the last) after [P], in place; return

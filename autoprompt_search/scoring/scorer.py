@@ -22,7 +22,7 @@ from ..core.templates import Template
 from ..models.base import LMBackend
 from ..models.encoding import EncodedPrompt, FewShot
 from .engine import PrefixMode, Scorer
-from .sequence import ScoringRule, scoring_rule
+from .sequence import ScoringRule, needs_sequence, refuse_whole_sequence, scoring_rule
 from .targets import LabelWords, Targets, resolve_label_words, resolve_targets
 
 __all__ = ["LabelWords", "PromptScorer", "ScoringRule", "resolve_label_words"]
@@ -69,7 +69,8 @@ class PromptScorer:
     def check_direct(self, what: str) -> None:
         """Raise a user error if ``what`` needs the label read at [P] and this design is
         scored on whole sequences (channel, or text after [P] on a causal LM)."""
-        self.engine().check_direct(what)
+        if needs_sequence(self.backend, self.template, self.rule):
+            refuse_whole_sequence(what, self.template, self.rule)
 
     # --- encoding -----------------------------------------------------------------
     def encode(self, examples: Sequence[Example], triggers: Sequence[int] = ()) -> list[EncodedPrompt]:

@@ -65,6 +65,16 @@ def needs_sequence(backend: LMBackend, template: Template, rule: ScoringRule) ->
     return backend.reads_left_to_right and template.text_after_predict
 
 
+def refuse_whole_sequence(what: str, template: Template, rule: ScoringRule) -> None:
+    """The user error for ``what``, which reads the label word at [P], meeting a whole-sequence
+    rule (channel scoring, or ``template``'s text after [P] on a causal LM)."""
+    why = "--scoring channel" if rule is ScoringRule.CHANNEL else \
+        f"the template {template.source!r} (text after [P])"
+    raise UserError(f"{what}: it reads the label word at [P] only, but {why} is scored "
+                    "on whole sequences; use --scoring direct with a template that ends "
+                    "with [P], or the black-box search (--strategy optuna)")
+
+
 class SequenceScorer:
     """Full-sequence or channel log-likelihoods of ``words`` (see the module docstring)."""
 
