@@ -419,6 +419,8 @@ class Scorer:
         """``[B, W]`` log-probabilities of the target words (whole words), with ``triggers``
         in the slots (None: the ids the batch was encoded with)."""
         if self.sequence is not None:
+            if len(batch) and not batch.examples:  # encoded prompts: only the [P] reading is known
+                self.check_direct("scoring encoded prompts")
             return self.sequence.word_logprobs(
                 batch.examples, batch.triggers if triggers is None else triggers)
         out = torch.empty(len(batch), len(self.targets.word_ids))

@@ -86,10 +86,7 @@ class SequenceScorer:
         if not backend.reads_left_to_right:
             raise UserError(f"{what} needs a causal LM; {backend.name} is a masked LM "
                             "(use --scoring direct)")
-        if len(words.word_ids) > MAX_SEQUENCE_WORDS:
-            raise UserError(f"{what} scores one text per target word and this task ranks "
-                            f"{len(words.word_ids)} (more than {MAX_SEQUENCE_WORDS}); use a "
-                            "template that ends with [P] and --scoring direct")
+        self.what = what
         self.backend = backend
         self.rule = rule
         self.words = words
@@ -120,6 +117,12 @@ class SequenceScorer:
     @torch.inference_mode()
     def word_logprobs(self, examples: Sequence[Example], triggers: Sequence[int] = ()) -> torch.Tensor:
         """``[N, W]`` summed log-probabilities of each example's scored tokens, per word."""
+        if len(self.words.word_ids) > MAX_SEQUENCE_WORDS:
+            raise UserError(f"{self.what} scores one text per target word and this task ranks "
+                            f"{len(self.words.word_ids)} (more than {MAX_SEQUENCE_WORDS}); use a "
+                            "template that ends with [P] and --scoring direct")
+        if not examples:
+            return torch.empty(0, len(self.words.word_ids))
         rows = [r for ex in examples for r in self.rows(ex, triggers)]
         out = torch.empty(len(rows), dtype=torch.float64)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
