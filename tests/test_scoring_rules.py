@@ -139,7 +139,7 @@ def test_rules_a_model_cannot_read_are_refused_clearly(tiny_masked, tiny_causal,
     with pytest.raises(UserError, match="unknown scoring rule 'sideways'"):
         PromptScorer(tiny_causal, sorted_task, "{sentence} it was [P] .", rule="sideways")
     # prompts encoded without their examples cannot be read on the whole sequence: refused
-    after = PromptScorer(tiny_causal, sorted_task, "[P] review: {sentence}")
+    after = PromptScorer(tiny_causal, sorted_task, "{sentence} a [P] film .")
     with pytest.raises(UserError, match="scoring encoded prompts: it reads the label word at"):
         after.word_logprobs(after.encode(sorted_task.examples("test")[:2]))
     # a masked LM keeps reading [MASK] in place when text follows [P]
