@@ -124,33 +124,47 @@ class SequenceScorer:
         if not examples:
             return torch.empty(0, len(self.words.word_ids))
         rows = [r for ex in examples for r in self.rows(ex, triggers)]
+        n_words = len(self.words.word_ids)
+        # full-sequence rows of one example share every token before the word: run them once
+        share = n_words if (self.rule is ScoringRule.DIRECT and n_words > 1
+                            and min(s for _, s in rows) > 1) else 1
         out = torch.empty(len(rows), dtype=torch.float64)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        units = sorted(range(len(rows) // share), key=lambda u: len(rows[u * share][0]))
+        scored = [max(len(ids) - s for ids, s in rows[u * share:(u + 1) * share])
+                  for u in range(len(rows) // share)]
         start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and end - start < self.forward_batch and (end + 1 - start) * max(
-                    len(rows[order[k]][0]) - rows[order[k]][1] for k in order[start:end + 1]
-            ) <= SCORED_TOKENS:
-                end += 1
-            chunk = order[start:end]
-            out[chunk] = self._score([rows[i] for i in chunk]).double()
+        while start < len(units):
+            end, width = start + 1, scored[units[start]]
+            while end < len(units) and (end + 1 - start) * share <= self.forward_batch and (
+                    end + 1 - start) * share * max(width, scored[units[end]]) <= SCORED_TOKENS:
+                end, width = end + 1, max(width, scored[units[end]])
+            idx = [u * share + g for u in units[start:end] for g in range(share)]
+            out[idx] = self._score([rows[i] for i in idx], share if share > 1 else 0).double()
             start = end
-        return out.view(len(examples), len(self.words.word_ids)).float()
+        return out.view(len(examples), n_words).float()
 
-    def _score(self, rows: Sequence[tuple[tuple[int, ...], int]]) -> torch.Tensor:
-        """Summed log-probabilities of tokens ``ids[start:]`` of each (ids, start) row."""
+    def _score(self, rows: Sequence[tuple[tuple[int, ...], int]], share: int = 0) -> torch.Tensor:
+        """Summed log-probabilities of tokens ``ids[start:]`` of each (ids, start) row; with
+        ``share``, each run of ``share`` rows has the same tokens before ``start - 1`` and they
+        are run once (a prefix cache) for the run."""
         backend = self.backend
         device = backend.device
+        kw = {}
+        if share:
+            prefixes = [ids[: s - 1] for ids, s in rows[::share]]
+            kw = {"prefix": backend.encode_prefix(prefixes),
+                  "prefix_rows": torch.arange(len(rows), device=device) // share}
+            rows = [(ids[s - 1:], 1) for ids, s in rows]
         batch = backend.pad([ids for ids, _ in rows])
         n_scored = max(len(ids) - s for ids, s in rows)
         steps = torch.arange(n_scored, device=device)[None, :]
         starts = torch.tensor([s for _, s in rows], device=device)[:, None]
         lengths = torch.tensor([len(ids) for ids, _ in rows], device=device)[:, None]
         valid = starts + steps < lengths  # [R, K]
-        read = (starts - 1 + steps).clamp(max=batch.input_ids.shape[1] - 1)  # reads token read+1
-        target = batch.input_ids.gather(1, (read + 1).clamp(max=batch.input_ids.shape[1] - 1))
-        logp = torch.log_softmax(backend.head(backend.hidden_at(batch, read)).float(), -1)
+        last = batch.input_ids.shape[1] - 1
+        read = (starts - 1 + steps).clamp(max=last)  # the output at ``read`` predicts read + 1
+        target = batch.input_ids.gather(1, (read + 1).clamp(max=last))
+        logp = torch.log_softmax(backend.head(backend.hidden_at(batch, read, **kw)).float(), -1)
         picked = logp.gather(-1, target[..., None])[..., 0]
         return picked.masked_fill(~valid, 0.0).sum(-1).cpu()
 
