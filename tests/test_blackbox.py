@@ -304,8 +304,8 @@ class _AnyOrder(InProcessPool):
 
 
 def _patch_pool(monkeypatch, factory):
-    def make_pool(workers, *, backend, recipe, task, batch_size, address=None, per_actor=2):
-        return factory(DesignEvaluator(backend, task, batch_size))
+    def make_pool(workers, *, backend, recipe, task, batch_size, address=None, per_actor=2, **scoring):
+        return factory(DesignEvaluator(backend, task, batch_size, **scoring))
 
     monkeypatch.setattr(blackbox, "make_pool", make_pool)
 
