@@ -21,6 +21,7 @@ from .errors import UserError, did_you_mean
 from .files import read_text
 
 C = TypeVar("C")
+E = TypeVar("E", bound=enum.Enum)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -53,6 +54,17 @@ def check_keys(data: dict[str, Any], allowed: typing.Iterable[str], source: str)
             )
 
 
+def parse_choice(enum_cls: type[E], value: Any, where: str) -> E:
+    """``value`` as a member of the closed choice ``enum_cls`` (configs built in Python may pass
+    plain strings); anything else is a user error naming the choices."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        choices = [str(m.value) for m in enum_cls]
+        raise UserError(f"{where}: '{value}' is not one of {', '.join(choices)}"
+                        f"{did_you_mean(str(value), choices)}") from None
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Light type coercion for values coming from YAML / the command line."""
     origin = typing.get_origin(annotation)
@@ -65,14 +77,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return _coerce(value, non_none[0], where)
         return value
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        try:
-            return annotation(value)
-        except ValueError:
-            choices = [m.value for m in annotation]
-            raise UserError(
-                f"{where}: '{value}' is not one of {', '.join(map(str, choices))}"
-                f"{did_you_mean(str(value), map(str, choices))}"
-            ) from None
+        return parse_choice(annotation, value, where)
     if annotation is bool:
         if isinstance(value, bool):
             return value

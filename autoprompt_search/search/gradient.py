@@ -32,6 +32,7 @@ from typing import ClassVar
 
 import torch
 
+from ..core.config import parse_choice
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.results import PromptResult
@@ -114,8 +115,8 @@ class GradientConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.position = _choice(Position, self.position, "position")
-        self.init = _choice(GradientInit, self.init, "init")
+        self.position = parse_choice(Position, self.position, "position")
+        self.init = parse_choice(GradientInit, self.init, "init")
         for name in ("k", "iterations", "batch_size", "accumulation_steps", "forward_batch",
                      "forward_tokens", "eval_batch_size", "num_triggers"):
             if getattr(self, name) < 1:
@@ -123,15 +124,6 @@ class GradientConfig(SearchConfig):
                                 f"got {getattr(self, name)}")
         if self.num_candidates < 0:
             raise UserError("num-candidates must be 0 or more")
-
-
-def _choice(enum_cls: type[enum.Enum], value, name: str):
-    """``value`` as a member of ``enum_cls`` (configs built in Python may pass plain strings)."""
-    try:
-        return enum_cls(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in enum_cls)
-        raise UserError(f"{name} must be one of {choices}, got {value!r}") from None
 
 
 SearchTargets = Targets  # the name this module used before the targets moved to scoring/
