@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from ..core.data import Example
+from ..core.sampling import stratified_sample
 from ..core.tasks import Task
 from ..models.base import LMBackend
 from ..models.encoding import FewShot
 from .calibration import Calibration, CalibrationRecord, resolve_calibration
 from .scorer import PromptScorer
+from .sequence import ScoringRule
 from .targets import LabelWordTargets, Targets
 from .targets import object_token_ids as _object_token_ids
 from .targets import retrieval_candidates as _retrieval_candidates
@@ -105,6 +107,8 @@ def evaluate_prompt(
     limit: int | None = None,
     progress: bool = False,
     restrict_vocab: bool = True,
+    rule: ScoringRule | str = ScoringRule.DIRECT,
+    limit_seed: int = 0,
     calibration: Calibration | str | CalibrationRecord | None = None,
     premise: str | None = None,
 ) -> Evaluation:
@@ -113,14 +117,15 @@ def evaluate_prompt(
     ``triggers`` fills the template's [T] slots with token ids. For open-vocabulary
     tasks (LAMA) the gold object is ranked among the candidate vocabulary (the task's
     ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary); examples whose
-    object is several tokens are left out. ``calibration`` is a mode (offsets estimated for
-    this prompt, :func:`~autoprompt_search.scoring.calibration.estimate_calibration`) or a
-    stored record (its offsets used as they are); ``premise`` is the ``pmi`` premise.
+    object is several tokens are left out. ``limit`` scores a seeded class-stratified sample
+    of that many examples (:func:`~autoprompt_search.core.sampling.stratified_sample`, seed
+    ``limit_seed``); ``rule`` is the scoring rule (:class:`~.sequence.ScoringRule`).
+    ``calibration`` is a mode (offsets estimated for this prompt under ``rule``,
+    :func:`~autoprompt_search.scoring.calibration.estimate_calibration`) or a stored record
+    (its offsets used as they are); ``premise`` is the ``pmi`` premise.
     """
-    examples = task.examples(split)
-    if limit is not None:
-        examples = examples[:limit]
-    scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size)
+    examples = stratified_sample(task.examples(split), limit, limit_seed)
+    scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size, rule)
     return evaluate_examples(scorer, examples, triggers, split, progress=progress,
                              restrict_vocab=restrict_vocab, calibration=calibration,
                              premise=premise)

@@ -31,6 +31,7 @@ class PromptSpec:
     fewshot: FewShot | None = None
     model: str | None = None  # the model the triggers were found for
     calibration: CalibrationRecord | None = None  # stored offsets the prompt is scored with
+    scoring: str = "direct"  # the scoring rule (ScoringRule) its scores are read with
 
 
 def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
@@ -67,16 +68,18 @@ def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> P
     calibration = CalibrationRecord.from_json(result.calibration)
     if result.trigger_ids and "[T]" in result.template:
         return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model, calibration)
+                          list(result.trigger_ids), fewshot, result.model, calibration, result.scoring)
     return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model, calibration)
+                      result.model, calibration, result.scoring)
 
 
-def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None
-                     ) -> Calibration | CalibrationRecord | None:
+def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None,
+                     scoring: str | None = None) -> Calibration | CalibrationRecord | None:
     """How ``spec`` is calibrated: its stored record (a prompt found with calibration keeps its
     offsets everywhere after), else the ``calibration`` mode asked for (estimated per prompt).
-    Asking for another mode than a prompt's stored one is an error."""
+    Asking for another mode than a prompt's stored one is an error, and so is another scoring
+    rule than the one its stored offsets were estimated under (``scoring``: the rule asked
+    for, None for the prompt's own)."""
     from .calibration import Calibration
 
     mode = None if calibration is None else Calibration.parse(calibration)
@@ -87,4 +90,16 @@ def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None
         raise UserError(f"prompt {spec.name or spec.template!r} was found with calibration "
                         f"{record.mode.value} and is scored with its stored offsets; drop "
                         f"--calibration or pass --calibration {record.mode.value}")
+    check_stored_rule(spec, scoring)
     return record
+
+
+def check_stored_rule(spec: PromptSpec, scoring: str | None) -> None:
+    """A user error if ``spec`` has stored calibration offsets and ``scoring`` (None: its own
+    rule) is another rule than the one they were estimated under (``CalibrationRecord.scoring``)."""
+    record = spec.calibration
+    if record is None or not record.active or scoring is None or scoring == record.scoring:
+        return
+    raise UserError(f"prompt {spec.name or spec.template!r} was found with --scoring "
+                    f"{record.scoring} and its stored calibration offsets ({record.mode.value}) "
+                    f"were estimated under that rule; drop --scoring or pass --scoring {record.scoring}")
