@@ -51,7 +51,7 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
     ``calibration`` (a mode) calibrates prompts without a stored calibration; a prompt with
     one (a result found with calibration) is scored with its stored offsets."""
     from .models import LMBackend, load_model
-    from .scoring.evaluation import evaluate_prompt
+    from .scoring.evaluation import evaluate_ensemble, evaluate_prompt
 
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     rows = []
@@ -62,10 +62,16 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
         base = {"task": spec.task.name, "prompt": spec.name or spec.template,
                 "template": spec.template, "model": backend.name, "split": split}
         try:
-            ev = evaluate_prompt(backend, spec.task, spec.template, split, verbalizer=spec.verbalizer,
-                                 triggers=spec.triggers, fewshot=spec.fewshot,
-                                 batch_size=batch_size, limit=limit, progress=progress,
-                                 calibration=spec_calibration(spec, calibration), premise=premise)
+            if spec.ensemble:  # --strategy auto --ensemble K: the members as one predictor
+                ev = evaluate_ensemble(backend, spec, split, batch_size=batch_size, limit=limit,
+                                       progress=progress, calibration=calibration, premise=premise)
+            else:
+                ev = evaluate_prompt(backend, spec.task, spec.template, split,
+                                     verbalizer=spec.verbalizer, triggers=spec.triggers,
+                                     fewshot=spec.fewshot, batch_size=batch_size, limit=limit,
+                                     progress=progress,
+                                     calibration=spec_calibration(spec, calibration),
+                                     premise=premise)
         except UserError as exc:
             if len(specs) == 1:
                 raise

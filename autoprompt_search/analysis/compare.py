@@ -30,7 +30,7 @@ from ..core.tasks import Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..models import LMBackend, load_model
 from ..scoring.calibration import Calibration, CalibrationRecord
-from ..scoring.evaluation import Evaluation, evaluate_prompt
+from ..scoring.evaluation import Evaluation, evaluate_ensemble, evaluate_prompt
 from ..scoring.specs import PromptSpec, load_task, spec_from_result
 from .fluency import perplexity
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
@@ -256,6 +256,11 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
                                                [[d.fields, d.label] for d in fs.demos]]}
     if calibration is not None:
         key["calibration"] = calibration
+    if spec.ensemble:  # the members, their weights and stored calibrations decide it too
+        key["ensemble"] = [[m.template, m.verbalizer, list(m.triggers), w,
+                            None if m.fewshot is None else [d.id for d in m.fewshot.demos],
+                            None if m.calibration is None else m.calibration.to_json()]
+                           for m, w in spec.ensemble]
     if backend.dtype != torch.float32:  # float32 keys stay as they were, so old caches still match
         key["dtype"] = str(backend.dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -291,9 +296,13 @@ def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
         path = Path(cache_dir) / f"{name}.json"
         if path.is_file():
             return Evaluation.from_json(json.loads(path.read_text()), split)
-    ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
-                         triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
-                         limit=limit, calibration=calibration, premise=premise)
+    if spec.ensemble:  # --strategy auto --ensemble K: the members as one predictor
+        ev = evaluate_ensemble(backend, spec, split, batch_size=batch_size, limit=limit,
+                               premise=premise)
+    else:
+        ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
+                             triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
+                             limit=limit, calibration=calibration, premise=premise)
     if path is not None:
         write_json(path, ev.to_json())
     return ev
