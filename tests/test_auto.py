@@ -301,3 +301,23 @@ def test_a_killed_run_resumes_to_the_same_prompt(toy_file, tiny_masked, tmp_path
         == (full.prompt, full.verbalizer, full.fewshot, full.scores, full.calibration)
     assert resumed.extra["ensemble"] == full.extra["ensemble"]
     assert _scored(tmp_path / "cut") == _scored(tmp_path / "full")
+
+
+def test_a_prompt_file_takes_its_demonstrations_from_the_split_seed_it_was_found_on(tmp_path):
+    import yaml
+
+    for seed in (1, 2):
+        (tmp_path / f"train-{seed}.tsv").write_text(f"sentence\tlabel\nseed {seed} demo\t1\nother\t0\n")
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\nx\t1\n")
+    raw = {"name": "seeded", "fields": ["sentence"], "labels": ["negative", "positive"],
+           "verbalizer": {"negative": ["bad"], "positive": ["great"]},
+           "data": {"train": "train-{seed}.tsv", "dev": "train-{seed}.tsv", "test": "test.tsv",
+                    "seed": 1, "seeds": [1, 2]}}
+    (tmp_path / "seeded.yaml").write_text(yaml.safe_dump(raw))
+    result = PromptResult(task=str(tmp_path / "seeded.yaml"), template="{sentence} [P]",
+                          prompt="{sentence} [P]", model="m", strategy="auto", seed=0,
+                          fewshot={"instruction": "", "demo_ids": [0], "split": "train", "separator": "\n"},
+                          config={"data_seed": 2})
+    spec = spec_from_result(result)
+    assert spec.fewshot.demos[0].fields["sentence"] == "seed 2 demo"
+    assert spec_from_result(result, split_seed=1).fewshot.demos[0].fields["sentence"] == "seed 1 demo"

@@ -54,7 +54,11 @@ def result_task(result: PromptResult, data_root=None, split_seed=None) -> Task:
 
 
 def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
-    """A saved result as something to evaluate (the template with its trigger ids)."""
+    """A saved result as something to evaluate (the template with its trigger ids). Without
+    ``split_seed``, the split seed the result was found on (its demonstrations are that split's
+    examples), as ``compare`` and ``export`` read it."""
+    if split_seed is None:
+        split_seed = (result.config or {}).get("data_seed")
     return result_spec(result, result_task(result, data_root, split_seed))
 
 
