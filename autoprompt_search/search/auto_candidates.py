@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.errors import UserError
 from ..core.templates import Template, Text
 
 CUES = ("Answer:", "Label:", "Category:", "The answer is")
@@ -107,6 +108,43 @@ class WordTable:
     @classmethod
     def from_json(cls, data: list[list]) -> WordTable:
         return cls([Word(int(c), str(w), str(s)) for c, w, s in data])
+
+
+def word_table(backend, task, screen: bool, neighbours: int) -> tuple[WordTable, list[str]]:
+    """(the table, notes on words left out): the task's verbalizer, the human prompts' words and,
+    with ``screen``, the class names and their ``neighbours`` nearest tokens by embedding."""
+    from ..core.tokens import allowed_token_mask
+    from .cached_labels import gather_candidates
+
+    table, labels = WordTable(), list(task.labels)
+    for c, lab in enumerate(labels):
+        for w in task.verbalizer[lab]:
+            table.add(c, w, "verbalizer")
+    for p in task.prompts:
+        for c, lab in enumerate(labels):
+            for w in (p.verbalizer or {}).get(lab, []):
+                table.add(c, w, "human")
+    notes: list[str] = []
+    if screen:
+        allowed = allowed_token_mask(backend.tokenizer, backend.vocab_size)
+        words, notes = gather_candidates(backend, task, True, allowed, neighbours=neighbours)
+        for w in words:
+            table.add(w.cls, w.word, w.source)
+    return table, notes
+
+
+def usable_columns(backend, table: WordTable, labels: Sequence[str], space: bool) -> list[int]:
+    """Table entries ``backend`` can score at a [P] with (or without) a space before it, class by
+    class (the order a verbalizer of them scores its words in)."""
+    cols = []
+    for i, w in enumerate(table.words):
+        try:
+            ids = backend.encoder.label_ids(w.word, space)
+            backend.check_label_word(w.word, labels[w.cls], ids)
+        except UserError:
+            continue
+        cols.append(i)
+    return sorted(cols, key=lambda i: table.words[i].cls)
 
 
 def matrix_columns(cand: Candidate, table: WordTable, labels: Sequence[str]) -> list[int]:

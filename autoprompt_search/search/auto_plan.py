@@ -22,7 +22,6 @@ import torch
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Template
-from ..core.tokens import allowed_token_mask
 from ..scoring.calibration import Calibration, content_free_inputs
 from ..scoring.scorer import PromptScorer
 from ..scoring.targets import predict_space
@@ -34,7 +33,9 @@ from .auto_candidates import (
     matrix_columns,
     phrase_pool,
     propose_demos,
+    usable_columns,
     wide_verbalizer,
+    word_table,
 )
 from .auto_scoring import CF_CHUNK, MatrixStore, Request, requests_for, score_jobs
 from .auto_select import (
@@ -49,7 +50,6 @@ from .auto_select import (
     promote,
     rung_sizes,
 )
-from .cached_labels import gather_candidates
 from .workers import Design
 
 PMI_ID = -1  # the candidate id of the premise's requests (chunk: 1 with a space before [P], 0 without)
@@ -79,7 +79,8 @@ class AutoPlan:
         self.order, self.gold, self.folds = order, torch.tensor(gold), torch.tensor(folds)
         per_fold = 2 if cfg.no_cv else cfg.folds
         self.sizes = rung_sizes(len(self.pool), cfg.rungs, cfg.eta, 2 * per_fold * len(self.labels))
-        self.table, self.notes = self._word_table()
+        self.table, self.notes = word_table(self.backend, task, not cfg.no_verbalizer,
+                                            cfg.neighbours)
         self.phrases = phrase_pool([p.template for p in task.prompts])
         self.store = MatrixStore(len(self.pool))
         self.cands: list[Candidate] = []
@@ -108,40 +109,12 @@ class AutoPlan:
         if self.cfg.no_cv and (not any(self.is_dev) or all(self.is_dev)):
             raise UserError("--no-cv chooses on train and judges on dev: the task needs both splits")
 
-    def _word_table(self) -> tuple[WordTable, list[str]]:
-        table, task = WordTable(), self.task
-        for c, lab in enumerate(self.labels):
-            for w in task.verbalizer[lab]:
-                table.add(c, w, "verbalizer")
-        for p in task.prompts:
-            for c, lab in enumerate(self.labels):
-                for w in (p.verbalizer or {}).get(lab, []):
-                    table.add(c, w, "human")
-        notes: list[str] = []
-        if not self.cfg.no_verbalizer:
-            allowed = allowed_token_mask(self.backend.tokenizer, self.backend.vocab_size)
-            words, notes = gather_candidates(self.backend, task, True, allowed,
-                                             neighbours=self.cfg.neighbours)
-            for w in words:
-                table.add(w.cls, w.word, w.source)
-        return table, notes
-
     # --- candidates ---------------------------------------------------------------------
     def _prepared(self, template: str) -> Template:
         return self.backend.encoder.prepare(Template.parse(template, self.task.fields))
 
     def _usable_columns(self, space: bool) -> list[int]:
-        """Word-table entries this model can score at a [P] with (or without) a space before it,
-        class by class (the order a verbalizer of them scores its words in)."""
-        cols = []
-        for i, w in enumerate(self.table.words):
-            try:
-                ids = self.backend.encoder.label_ids(w.word, space)
-                self.backend.check_label_word(w.word, self.labels[w.cls], ids)
-            except UserError:
-                continue
-            cols.append(i)
-        return sorted(cols, key=lambda i: self.table.words[i].cls)
+        return usable_columns(self.backend, self.table, self.labels, space)
 
     def _seen_key(self, prepared: Template, demos, verbalizer) -> str:
         return json.dumps([repr(prepared.segments), list(demos), verbalizer], sort_keys=True)
