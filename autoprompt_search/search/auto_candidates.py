@@ -2,7 +2,7 @@
 
 * **start** -- the task's human prompts (part ``human``) and a small generated pool (part
   ``generate``): generic answer cues (``Answer:``, ``Label:``, ``Category:``, ``The answer is``)
-  after the input fields, on the same line or the next, and newline / quotation variants of the
+  after the input fields, and leading-space / punctuation / quotation variants of them and of the
   human prompts (:func:`generated_templates`);
 * **edit** -- GrIPS-style phrase edits of a template (:func:`edit_template`): delete a phrase,
   swap two, insert one from the phrase pool, replace one by a pool phrase; the pool is the
@@ -172,14 +172,20 @@ def fields_text(fields: Sequence[str]) -> str:
 
 
 def generated_templates(fields: Sequence[str], humans: Sequence[str], limit: int) -> list[tuple[str, str]]:
-    """(template, origin): generic cues after the input and variants of the human prompts, at most
-    ``limit``, without repeats or human prompts."""
+    """(template, origin): generic cues after the input, those ending in ':' without a space
+    before [P] (label words read without their leading space), the human prompts with the input
+    quoted, without the space before a [P] that follows ':', without the punctuation after [P] --
+    in that order, at most ``limit``, without repeats or human prompts."""
     inputs = fields_text(fields)
     out: list[tuple[str, str]] = []
     out += [(f"{inputs} {cue} [P]", f"cue {cue!r}") for cue in CUES]
-    out += [(v, f"newline variant of {h!r}") for h in humans if (v := _newline_variant(h))]
-    out += [(f"{inputs}\n{cue} [P]", f"cue {cue!r} on a new line") for cue in CUES]
+    out += [(f"{inputs} {cue}[P]", f"cue {cue!r}, no space before [P]") for cue in CUES
+            if cue.endswith(":")]
     out += [(v, f"quoted variant of {h!r}") for h in humans if (v := _quoted_variant(h))]
+    out += [(v, f"{h!r} without the space before [P]") for h in humans
+            if (v := re.sub(r":\s+\[P\]", ":[P]", h)) != h]
+    out += [(v, f"{h!r} without punctuation after [P]") for h in humans
+            if (v := _bare_variant(h)) != h]
     seen, kept = set(humans), []
     for template, origin in out:
         if template not in seen:
@@ -188,17 +194,9 @@ def generated_templates(fields: Sequence[str], humans: Sequence[str], limit: int
     return kept[:limit]
 
 
-def _newline_variant(template: str) -> str | None:
-    """The text after the last input field moved onto its own line."""
-    slots = [m for m in _SLOT.finditer(template) if m.group(0).startswith("{")]
-    if not slots:
-        return None
-    end = slots[-1].end()
-    rest = template[end:]
-    gap = re.match(r"[ \t]+", rest)
-    if gap is None or not rest[gap.end():gap.end() + 1].strip():
-        return None
-    return template[:end] + "\n" + rest[gap.end():]
+def _bare_variant(template: str) -> str:
+    """The template without the punctuation after [P]."""
+    return re.sub(r"\[P\][\s.!?,;:'\"]+$", "[P]", template)
 
 
 def _quoted_variant(template: str) -> str | None:
