@@ -321,3 +321,14 @@ def test_a_prompt_file_takes_its_demonstrations_from_the_split_seed_it_was_found
     spec = spec_from_result(result)
     assert spec.fewshot.demos[0].fields["sentence"] == "seed 2 demo"
     assert spec_from_result(result, split_seed=1).fewshot.demos[0].fields["sentence"] == "seed 1 demo"
+
+
+@pytest.mark.timeout(300)
+def test_ray_workers_give_the_prompt_of_an_in_process_run(toy_file, tiny_causal, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    one = _run(str(toy_file), tiny_causal, tmp_path / "one", rounds=1)
+    two = _run(str(toy_file), tiny_causal, tmp_path / "two", rounds=1, workers=2)
+    assert (two.prompt, two.verbalizer, two.fewshot) == (one.prompt, one.verbalizer, one.fewshot)
+    assert two.scores == pytest.approx(one.scores, abs=1e-6)
+    assert [s["id"] for s in _scored(tmp_path / "two")] == [s["id"] for s in _scored(tmp_path / "one")]
