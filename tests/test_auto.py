@@ -279,6 +279,22 @@ def test_an_ensemble_reloads_as_one_predictor_with_its_score(toy_file, tiny_mask
     assert float((total.argmax(-1) == gold).float().mean()) == pytest.approx(evaluated)
 
 
+def test_an_ensemble_exports_its_members_with_their_weights(toy_file, tiny_masked, tmp_path):
+    from autoprompt_search.analysis.export import export_prompts
+    from autoprompt_search.core.errors import UserError
+
+    result = _run(str(toy_file), tiny_masked, tmp_path / "ens", ensemble=2)
+    members = result.extra["ensemble"]["members"]
+    lines = export_prompts([tmp_path / "ens"], "txt", None).splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [m["prompt"] for m in members]
+    assert all(f"weight {m['weight']:.6f}" in ln for ln, m in zip(lines, members))
+    record = json.loads(export_prompts([tmp_path / "ens"], "json", None))
+    assert record["extra"]["ensemble"]["members"] == members
+    assert "weighted" in record["extra"]["export"]["rule"]
+    with pytest.raises(UserError, match="is an ensemble of 2 prompts"):
+        export_prompts([tmp_path / "ens"], "lm-eval", tmp_path / "lm")
+
+
 def test_a_killed_run_resumes_to_the_same_prompt(toy_file, tiny_masked, tmp_path, monkeypatch):
     full = _run(str(toy_file), tiny_masked, tmp_path / "full", ensemble=2)
     from autoprompt_search.search.auto_plan import AutoPlan
