@@ -20,7 +20,6 @@ verbalizer is chosen afterwards, from the cached scores (:mod:`.auto_select`).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -54,10 +53,6 @@ class Candidate:
     columns: list[int] = field(default_factory=list)  # word-table entries its matrix holds
     cv: dict[str, Any] | None = None  # its cross-validated scores at ``rung``
     failed: str | None = None  # why it cannot be scored (then it is left out)
-
-    @property
-    def key(self) -> str:
-        return json.dumps([self.template, list(self.demos), self.verbalizer], sort_keys=True)
 
     @property
     def score(self) -> float | None:
