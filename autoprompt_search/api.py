@@ -43,16 +43,22 @@ def prompts_for(task: str, prompt: str | None, prompt_file: Path | None, human: 
 
 def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str = "test",
                   dtype: str = "float32", batch_size: int = 32, limit: int | None = None,
+                  limit_seed: int = 0, scoring: str | None = None,
                   progress: bool = False, device: str | None = "auto",
                   calibration: Calibration | str | None = None, premise: str | None = None,
                   **_: Any) -> list[dict[str, Any]]:
     """Evaluate prompt specs with one model load; prompts a model cannot read are skipped.
 
+    ``limit`` scores a seeded (``limit_seed``) class-stratified sample of the split;
+    ``scoring`` overrides each spec's scoring rule (None: the rule a saved result records).
     ``calibration`` (a mode) calibrates prompts without a stored calibration; a prompt with
     one (a result found with calibration) is scored with its stored offsets."""
     from .models import LMBackend, load_model
     from .scoring.evaluation import evaluate_ensemble, evaluate_prompt
+    from .scoring.sequence import scoring_rule
 
+    if scoring is not None:
+        scoring = scoring_rule(scoring).value  # a bad rule is reported once, before the model loads
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     rows = []
     for spec in specs:
@@ -60,17 +66,19 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
             raise UserError(f"the prompt's trigger ids were found for model '{spec.model}', "
                             f"not '{backend.name}'; evaluate with --model {spec.model}")
         base = {"task": spec.task.name, "prompt": spec.name or spec.template,
-                "template": spec.template, "model": backend.name, "split": split}
+                "template": spec.template, "model": backend.name, "split": split,
+                "scoring": scoring or spec.scoring}
         try:
             if spec.ensemble:  # --strategy auto --ensemble K: the members as one predictor
                 ev = evaluate_ensemble(backend, spec, split, batch_size=batch_size, limit=limit,
-                                       progress=progress, calibration=calibration, premise=premise)
+                                       limit_seed=limit_seed, progress=progress,
+                                       calibration=calibration, premise=premise, scoring=scoring)
             else:
                 ev = evaluate_prompt(backend, spec.task, spec.template, split,
                                      verbalizer=spec.verbalizer, triggers=spec.triggers,
                                      fewshot=spec.fewshot, batch_size=batch_size, limit=limit,
-                                     progress=progress,
-                                     calibration=spec_calibration(spec, calibration),
+                                     progress=progress, rule=base["scoring"], limit_seed=limit_seed,
+                                     calibration=spec_calibration(spec, calibration, scoring),
                                      premise=premise)
         except UserError as exc:
             if len(specs) == 1:
@@ -96,6 +104,7 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
     seed, ...) are checked against this call's arguments, its strategy keys applied.
     ``device`` and ``dtype`` may be ``auto``; the run's ``config.json`` records what they
     resolved to (a given ``backend`` keeps its own device and dtype)."""
+    from .scoring.sequence import scoring_rule
     from .search import SearchContext, strategies
 
     context, settings = split_context_options(options or {})
@@ -103,7 +112,13 @@ def run_search(strategy: str, *, task: str | Task, model: str, template: str | N
     device, dtype = _resolved_placement(backend, device, dtype)
     check_context(context, strategy=strategy, task=task_obj, model=model, seed=seed, dtype=dtype,
                   template=template)
-    searcher = strategies.get(strategy).from_options(settings, seed=seed)
+    searcher_cls = strategies.get(strategy)
+    rule = scoring_rule(settings.get("scoring", "direct")).value
+    if rule != "direct" and "scoring" not in searcher_cls.Config.__dataclass_fields__:
+        raise UserError(f"--scoring {rule}: the {strategy} strategy reads the label word at [P] "
+                        "(direct scoring only); search with --scoring channel through the "
+                        "black-box strategy (--strategy optuna)")
+    searcher = searcher_cls.from_options(settings, seed=seed)
     ctx = SearchContext(task=task_obj, model=model, template=template, run=RunDir(out),
                         resume=resume, progress=progress, dtype=dtype, device=device,
                         backend_override=backend)

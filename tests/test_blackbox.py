@@ -68,9 +68,9 @@ def test_search_exports_a_result_that_evaluate_reproduces(toy_task, tiny_causal,
                      **{**FAST, "plots": True})
     records = _log(run)
     assert [r["trial"] for r in records] == list(range(6))
-    # the human prompts come first (the one a causal LM cannot read is left out)
-    assert [r["human"] for r in records[:1]] == ["{sentence} it was [P] ."]
-    assert any("a [P] film" in d for d in result.extra["left_out"])
+    # the human prompts come first; text after [P] (issue 11) is scored on the whole sequence
+    assert {r["human"] for r in records[:2]} == {"{sentence} it was [P] .", "{sentence} a [P] film ."}
+    assert not any("a [P] film" in d for d in result.extra["left_out"])
     assert result.scores["search_accuracy"] == max(r["value"] for r in records)
     assert result.scores["search_accuracy"] >= result.scores["best_human_search_accuracy"]
     for name in ("result.json", "best_prompt.txt", "study.journal", "pool.json", "trials.json",
@@ -136,7 +136,9 @@ def test_resume_continues_the_study(toy_task, tiny_causal, space_file, tmp_path,
     study = optuna.load_study(study_name="run", storage=storage)
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     killed = study.ask()
-    killed.suggest_categorical("template", ["{sentence} it was [P] .", "{sentence} so it was [P]"])
+    choices = study.trials[0].distributions["template"].choices  # the space's template choices
+    assert "{sentence} a [P] film ." in choices  # text after [P] is in the space (issue 11)
+    killed.suggest_categorical("template", list(choices))
     with caplog.at_level("WARNING"):
         result = _search(toy_task, tiny_causal, run, resume=True, space=space_file, trials=5, **FAST)
     assert "cannot be replayed" in caplog.text
@@ -157,7 +159,8 @@ def test_two_coordinators_share_a_database_study(toy_task, tiny_causal, space_fi
     result = _search(toy_task, tiny_causal, tmp_path / "b", trials=5, **opts)  # joins, no --resume
     study = optuna.load_study(study_name="shared", storage=url)
     assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
-    assert sum("human" in t.user_attrs for t in study.trials) == 1  # enqueued once, by the first
+    # each of the two human prompts enqueued once, by the first coordinator
+    assert sum("human" in t.user_attrs for t in study.trials) == 2
     assert result.extra["trials_done"] == 5 and len(_log(tmp_path / "b")) == 5
 
 

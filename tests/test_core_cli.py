@@ -55,12 +55,12 @@ def test_evaluate_prints_metrics_and_writes_json(monkeypatch, capsys, model_dirs
     assert code == 0, err
     assert "accuracy" in out and "{sentence} it was [P] ." in out
     data = json.loads(out_json.read_text())
-    done, skipped = data["results"]
+    done, film = data["results"]
     assert done["n"] == 4 and 0 <= done["accuracy"] <= 1
     assert set(done["per_class_accuracy"]) == {"negative", "positive"}
-    # a causal LM cannot read text after [P]: that human prompt is skipped, with the reason
-    assert skipped["prompt"] == "{sentence} a [P] film ." and "must end what the model reads" in skipped["skipped"]
-    assert "skipped" in " ".join(err.split())
+    # text after [P] (issue 11): a causal LM scores it on the whole sequence, nothing is skipped
+    assert film["prompt"] == "{sentence} a [P] film ." and film["n"] == 4 and "skipped" not in film
+    assert done["scoring"] == film["scoring"] == "direct"
 
 
 def test_evaluate_masked_model(monkeypatch, capsys, model_dirs, task_file):
@@ -83,7 +83,10 @@ def _error_case(tmp_path, task_file, name):
         "no-p": (text, ["--prompt", "{sentence} it was ."], "has no [P]"),
         "two-p": (text, ["--prompt", "[P] {sentence} [P]"], "2 [P] slots"),
         "unknown-field": (text, ["--prompt", "{review} it was [P]"], "uses {review}"),
-        "text-after-p": (text, ["--prompt", "[P] News: {sentence}"], "must end what the model reads"),
+        "unknown-scoring": (text, ["--prompt", "{sentence} it was [P]", "--scoring", "sideways"],
+                            "unknown scoring rule 'sideways'"),
+        "channel-masked": (text, ["--prompt", "{sentence} it was [P] .", "--scoring", "channel",
+                                  "--masked"], "channel scoring needs a causal LM"),
         "multi-token-masked": (text, ["--prompt", "{sentence} it was [P] .", "--label-words",
                                       "negative=filmed", "--label-words", "positive=great", "--masked"],
                                "splits into 2 tokens"),
@@ -98,7 +101,7 @@ def _error_case(tmp_path, task_file, name):
 
 
 ERRORS = ["malformed-yaml", "unknown-key", "missing-data", "empty-data", "label-outside", "no-p", "two-p",
-          "unknown-field", "text-after-p", "multi-token-masked", "unknown-model"]
+          "unknown-field", "unknown-scoring", "channel-masked", "multi-token-masked", "unknown-model"]
 
 
 @pytest.mark.parametrize("name", ERRORS)

@@ -55,8 +55,9 @@ def test_unknown_field_names_the_fields():
         Template.parse("{text} It was [P] .", ["sentence"])
 
 
-def test_causal_drops_trailing_punctuation_and_rejects_text_after_p():
+def test_causal_drops_trailing_punctuation_and_keeps_text_after_p():
+    # issue 11: text after [P] is no longer refused; it is scored on the whole sequence
     t = Template.parse("{sentence} It was [P] .").for_causal()
-    assert isinstance(t.segments[-1], Predict)
-    with pytest.raises(UserError, match="must end what the model reads"):
-        Template.parse("[P] News: {text}").for_causal()
+    assert isinstance(t.segments[-1], Predict) and not t.text_after_predict
+    news = Template.parse("[P] News: {text}")
+    assert news.text_after_predict and news.for_causal().segments == news.segments

@@ -26,12 +26,14 @@ from tqdm.auto import tqdm
 from ..core.errors import UserError
 from ..core.results import PromptResult, write_json
 from ..core.runs import RunDir
+from ..core.sampling import stratified_sample
 from ..core.tasks import Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..models import LMBackend, load_model
 from ..scoring.calibration import Calibration, CalibrationRecord
 from ..scoring.evaluation import Evaluation, evaluate_ensemble, evaluate_prompt
-from ..scoring.specs import PromptSpec, load_task, spec_from_result
+from ..scoring.sequence import scoring_rule
+from ..scoring.specs import PromptSpec, check_stored_rule, load_task, spec_from_result
 from .fluency import perplexity
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 
@@ -243,10 +245,11 @@ def run_curve(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
-               limit: int | None, calibration: Any = None) -> str:
+               limit: int | None, limit_seed: int = 0, scoring: str = "direct",
+               calibration: Any = None) -> str:
     """What decides an evaluation: model, examples, template, verbalizer, triggers, framing,
-    calibration (a mode and its premise, or stored offsets)."""
-    examples = task.examples(split)[:limit] if limit is not None else task.examples(split)
+    scoring rule, calibration (a mode and its premise, or stored offsets)."""
+    examples = stratified_sample(task.examples(split), limit, limit_seed)
     fs = spec.fewshot
     key = {"model": backend.name, "task": task.name, "split": split, "limit": limit,
            "examples": [[ex.fields, ex.label, ex.extra.get("label_text")] for ex in examples],
@@ -254,6 +257,8 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
            "triggers": list(spec.triggers),
            "fewshot": None if fs is None else [fs.instruction, fs.separator,
                                                [[d.fields, d.label] for d in fs.demos]]}
+    if scoring != "direct":  # keys of direct-rule evaluations cached before rules existed hold
+        key["scoring"] = scoring
     if calibration is not None:
         key["calibration"] = calibration
     if spec.ensemble:  # the members, their weights and stored calibrations decide it too
@@ -266,10 +271,12 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def entry_calibration(spec: PromptSpec, mode: Calibration | None
+def entry_calibration(spec: PromptSpec, mode: Calibration | None, scoring: str | None = None
                       ) -> Calibration | CalibrationRecord | None:
-    """A found prompt's stored calibration (kept whatever ``mode`` says), else ``mode``."""
+    """A found prompt's stored calibration (kept whatever ``mode`` says), else ``mode``. Stored
+    offsets were estimated under the prompt's own scoring rule: another ``scoring`` is an error."""
     if spec.calibration is not None and spec.calibration.active:
+        check_stored_rule(spec, None if scoring is None else scoring_rule(scoring).value)
         return spec.calibration
     return mode
 
@@ -284,7 +291,9 @@ def default_calibration(entries: list[PromptEntry]) -> Calibration | None:
 
 def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
               calibration: Calibration | CalibrationRecord | None = None,
-              premise: str | None = None) -> Evaluation:
+              premise: str | None = None, limit_seed: int = 0,
+              scoring: str | None = None) -> Evaluation:
+    rule = scoring_rule(scoring or spec.scoring).value
     path = None
     if cache_dir is not None:
         cal_key = None
@@ -292,24 +301,26 @@ def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
             cal_key = calibration.to_json()
         elif calibration is not None and calibration is not Calibration.NONE:
             cal_key = [calibration.value, premise]
-        name = _cache_key(backend, task, spec, split, limit, cal_key)
+        name = _cache_key(backend, task, spec, split, limit, limit_seed, rule, cal_key)
         path = Path(cache_dir) / f"{name}.json"
         if path.is_file():
             return Evaluation.from_json(json.loads(path.read_text()), split)
     if spec.ensemble:  # --strategy auto --ensemble K: the members as one predictor
         ev = evaluate_ensemble(backend, spec, split, batch_size=batch_size, limit=limit,
-                               premise=premise)
+                               limit_seed=limit_seed, premise=premise, scoring=scoring)
     else:
         ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
                              triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
-                             limit=limit, calibration=calibration, premise=premise)
+                             limit=limit, limit_seed=limit_seed, rule=rule,
+                             calibration=calibration, premise=premise)
     if path is not None:
         write_json(path, ev.to_json())
     return ev
 
 
 def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBackend,
-                    split: str = "test", limit: int | None = None, batch_size: int = 32,
+                    split: str = "test", limit: int | None = None, limit_seed: int = 0,
+                    scoring: str | None = None, batch_size: int = 32,
                     dtype: str = "float32", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
                     progress: bool = True, device: str | None = "auto",
@@ -322,6 +333,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
 
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
     template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
+    ``limit`` draws a class-stratified sample (seed ``limit_seed``); ``scoring`` is the scoring
+    rule of every prompt (None: each prompt's own, direct unless its result records another).
     """
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     mode = default_calibration(entries) if calibration is None else Calibration.parse(calibration)
@@ -331,9 +344,10 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
         if spec.triggers and spec.model and spec.model != backend.name:
             raise UserError(f"{entry.source}: its trigger ids were found for model '{spec.model}', "
                             f"not '{backend.name}'; compare with --model {spec.model}")
+        calibrated = entry_calibration(spec, mode, scoring)
         try:
-            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
-                           entry_calibration(spec, mode), premise)
+            ev = _evaluate(backend, task, spec, split, limit, batch_size, cache_dir, calibrated,
+                           premise, limit_seed, scoring)
         except UserError as exc:  # a prompt this model cannot read (e.g. [P] first for a causal LM)
             skipped.append({"name": entry.name, "kind": entry.kind, "prompt": entry.text,
                             "reason": str(exc)})
@@ -407,7 +421,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
     n = max(r["n"] for r in rows)
     return Comparison(task.name, backend.name, split, n, rows, human_spread,
                       rows[best_human]["name"] if best_human is not None else None, curves,
-                      {"limit": limit, "resamples": resamples, "seed": seed,
+                      {"limit": limit, "limit_seed": limit_seed, "scoring": scoring,
+                       "resamples": resamples, "seed": seed,
                        "similarity": "all-MiniLM-L6-v2" if similarity and humans else None,
                        "split_seed": task.seed, "task_source": task.source,
                        "calibration": (mode or Calibration.NONE).value, "premise": premise,

@@ -172,7 +172,7 @@ def calibrate_results(items: list[Exported], calibration: Calibration | str, *,
         if e.result.model not in backends:
             backends[e.result.model] = load_model(e.result.model, dtype=dtype)
         scorer = PromptScorer(backends[e.result.model], spec.task, spec.template,
-                              spec.verbalizer, spec.fewshot)
+                              spec.verbalizer, spec.fewshot, rule=spec.scoring)  # its own rule
         record = estimate_calibration(mode, scorer, spec.triggers,
                                       **({"premise": premise} if premise else {}))
         e.result.calibration = record.to_json()

@@ -123,6 +123,14 @@ def export_lm_eval(results: list[tuple[str, Path, PromptResult]], out: Path, *, 
         if task.name not in data_written:
             data_written[task.name] = _write_examples(task, out / "data" / _slug(task.name))
         template = Template.parse(res.prompt, task.fields)
+        if res.scoring != "direct":
+            raise UserError(f"{source}: the prompt is scored with --scoring {res.scoring}; lm-eval's "
+                            "multiple_choice reads p(label word | prompt), so the task would "
+                            "score another rule")
+        if template.text_after_predict:
+            raise UserError(f"{source}: the prompt has text after [P]; lm-eval's doc_to_text ends "
+                            "at [P], so the task would score the label word alone, not the "
+                            "filled-in text from the word on")
         verbalizer = res.verbalizer or task.verbalizer
         head = fewshot_text(res, template, data_root)
         task_name = f"{prefix}_{_slug(task.name)}_{_slug(name)}"

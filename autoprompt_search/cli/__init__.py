@@ -69,6 +69,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, 
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")]
 LongInputsOpt = Annotated[LongInputs, typer.Option("--long-inputs", help="An example longer than the model's context: truncate its text (with a warning saying how many and by how much) or stop with an error.")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", callback=out_file, help="Also write the results to this JSON file.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only N examples: a class-stratified sample drawn with --limit-seed.")]
+LimitSeedOpt = Annotated[int, typer.Option("--limit-seed", help="Seed of the --limit sample (same seed, same examples).")]
+ScoringOpt = Annotated[Optional[str], typer.Option("--scoring", help="direct (the label word at [P]; a causal LM scores text after [P] from the word on) or channel (the input given the label first); default: direct, or the rule a --prompt-file records.")]
 CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibrated class scores: none (default), content-free, train-prior or pmi (see README, Calibration). A prompt saved with a calibration keeps its stored offsets.")]
 PremiseOpt = Annotated[Optional[str], typer.Option("--premise", help="Domain premise of --calibration pmi (default 'Answer:').")]
 
@@ -81,6 +84,13 @@ def _calibration(value: str | None, premise: str | None = None) -> str | None:
     if premise is not None and mode is not Calibration.PMI:
         raise UserError("--premise goes with --calibration pmi")
     return None if mode is None else mode.value
+
+
+def _scoring(value: str | None) -> str | None:
+    """``--scoring`` checked before any model loads (a bad value: one error line)."""
+    from ..scoring.sequence import scoring_rule
+
+    return None if value is None else scoring_rule(value).value
 
 
 def _parse_label_words(items: list[str] | None) -> dict[str, list[str]] | None:
@@ -102,7 +112,9 @@ def evaluate(
     dtype: DtypeOpt = DEFAULT_DTYPE,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 32,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
+    limit: LimitOpt = None,
+    limit_seed: LimitSeedOpt = 0,
+    scoring: ScoringOpt = None,
     long_inputs: LongInputsOpt = LongInputs.truncate,
     json_out: JsonOutOpt = None,
     calibration: CalibrationOpt = None,
@@ -119,10 +131,13 @@ def evaluate(
       autoprompt-search evaluate --prompt-file runs/sst2/result.json --split test
 
       autoprompt-search evaluate --task sst-2 --human --calibration content-free
+
+      autoprompt-search evaluate --task agnews --prompt "[P] News: {text}" --scoring channel --limit 300
     """
     from ..api import evaluate_many, prompts_for
 
     calibration = _calibration(calibration, premise)
+    scoring = _scoring(scoring)
     specs = prompts_for(task, prompt, prompt_file, human, data_root, split_seed,
                         _parse_label_words(label_words))
     from ..models import load_model  # torch loads once the input is known to be good
@@ -130,7 +145,8 @@ def evaluate(
     backend = load_model(model, dtype=dtype, device=device)
     backend.encoder.context.policy = long_inputs
     rows = evaluate_many(specs, model=backend, split=split, batch_size=batch_size, limit=limit,
-                         progress=True, calibration=calibration, premise=premise)
+                         limit_seed=limit_seed, scoring=scoring, progress=True,
+                         calibration=calibration, premise=premise)
     _print_evaluations(rows, split)
     _warn_left_out(rows, backend)
     if json_out:

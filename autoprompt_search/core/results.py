@@ -87,6 +87,7 @@ class PromptResult:
     trigger_ids: list[int] = field(default_factory=list)
     trigger_tokens: list[str] = field(default_factory=list)
     fewshot: dict[str, Any] | None = None
+    scoring: str = "direct"  # the scoring rule the scores were read with (direct, channel)
     scores: dict[str, float] = field(default_factory=dict)
     # the calibration the scores were found and reported with: mode, offsets per class (log
     # space) and what they were estimated from (scoring.calibration.CalibrationRecord.to_json)

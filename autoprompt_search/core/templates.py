@@ -12,7 +12,7 @@ BPE vocabularies see ``" great"`` rather than ``"great"``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Union
 
 from .errors import UserError
@@ -120,23 +120,52 @@ class Template:
     def predict_index(self) -> int:
         return next(i for i, s in enumerate(self.segments) if isinstance(s, Predict))
 
-    def for_causal(self) -> Template:
-        """The template as a causal LM reads it: everything up to and including [P].
+    @property
+    def text_after_predict(self) -> bool:
+        """Whether text other than punctuation (or a field or trigger) follows [P]."""
+        rest = self.segments[self.predict_index + 1 :]
+        return any(not isinstance(s, Text) or not _TRAILING_OK.match(s.text) for s in rest)
 
-        Punctuation after [P] (``"[P] ."``) is dropped, since a causal LM predicts the
-        label from what comes before it. Anything else after [P] is an error.
+    def for_causal(self) -> Template:
+        """The template as a causal LM reads it.
+
+        Punctuation after [P] (``"[P] ."``) is dropped, since a causal LM predicts the label
+        from what comes before it (the published scores read the label word only). Any other
+        text after [P] (``"[P] News: {text}"``) is kept: such templates are scored on the
+        log-likelihood of the filled-in text from the label word on
+        (:mod:`autoprompt_search.scoring.sequence`).
         """
-        p = self.predict_index
-        rest = self.segments[p + 1 :]
-        if any(not isinstance(s, Text) or not _TRAILING_OK.match(s.text) for s in rest):
-            after = self.source[self.source.index("[P]") + 3 :].strip()
+        return self if self.text_after_predict else self.up_to_predict()
+
+    def up_to_predict(self) -> Template:
+        """The template cut after [P] (what a causal LM reads before the label word)."""
+        return Template(self.source, self.segments[: self.predict_index + 1])
+
+    def for_channel(self) -> tuple[Template, int]:
+        """(the noisy-channel template, the index of its first scored segment).
+
+        The input span -- from the first ``{field}`` to the last, with the text and [T] slots
+        between them -- moves to the end and every other segment (text, [T], [P]) keeps its
+        order before it: ``{sentence} It was [P] .`` becomes ``It was [P] . {sentence}``, and
+        ``[P] News: {text}`` stays as it is. The channel score of a label word is the
+        log-likelihood of the input span's tokens given everything before it (Min et al.,
+        2022). A [P] between two input fields has no label-first reading and is an error.
+        """
+        fields = [i for i, s in enumerate(self.segments) if isinstance(s, Field)]
+        if not fields:
+            raise UserError(f"template {self.source!r} has no input field for channel scoring "
+                            "to score")
+        first, last = fields[0], fields[-1]
+        if first < self.predict_index < last:
             raise UserError(
-                f"template {self.source!r} has {after!r} after [P]; a causal LM scores the label "
-                "as the next token, so [P] must end what the model reads (only punctuation may "
-                "follow, and it is dropped). Move the text before [P], e.g. "
-                "'{text} Topic: [P]', or use a masked LM."
-            )
-        return Template(self.source, self.segments[: p + 1])
+                f"template {self.source!r} has [P] between its input fields; channel scoring "
+                "reads the label first and then the input, so the fields must stand together "
+                "(e.g. '{premise} {hypothesis} Answer: [P]'), or use --scoring direct")
+        rest = self.segments[:first] + self.segments[last + 1 :]
+        span = self.segments[first : last + 1]
+        lead = [replace(rest[0], space=False)] + list(rest[1:]) if rest else []
+        tail = [replace(span[0], space=bool(rest))] + list(span[1:])
+        return Template(self.source, tuple(lead + tail)), len(lead)
 
     def render(self, triggers: list[str] | None = None, label: str | None = None) -> str:
         """The template as text: fields stay ``{field}``; triggers and label filled if given.

@@ -61,6 +61,24 @@ class PrefixCache:
     def __len__(self) -> int:
         return self.mask.shape[0]
 
+    @classmethod
+    def concat(cls, parts: list[PrefixCache]) -> PrefixCache:
+        """One cache of new plain tensors from one or several (right-padded to the longest)."""
+        width = max(p.mask.shape[1] for p in parts)
+
+        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            extra = width - t.shape[dim]
+            if not extra:
+                return t
+            shape = list(t.shape)
+            shape[dim] = extra
+            return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+        layers = [(torch.cat([pad(p.layers[i][0], 2) for p in parts]),
+                   torch.cat([pad(p.layers[i][1], 2) for p in parts]))
+                  for i in range(len(parts[0].layers))]
+        return cls(layers, torch.cat([pad(p.mask, 1) for p in parts]))
+
     def rows(self, index: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if len(self) == 1:
             n = index.shape[0]

@@ -97,13 +97,7 @@ class PromptEncoder:
         """Encode ``example`` with ``template`` (already :meth:`prepare`-d)."""
         if len(triggers) != template.num_triggers:
             raise ValueError(f"template has {template.num_triggers} [T] slots, got {len(triggers)} ids")
-        ids: list[int] = list(self.prefix_special)
-        if fewshot is not None:
-            if fewshot.instruction:
-                ids += self.text_ids(fewshot.instruction, False) + self.text_ids(fewshot.separator, False)
-            for demo in fewshot.demos:
-                ids += self._segments(template, demo, triggers, demo_labels[demo.label], [], [])
-                ids += self.text_ids(fewshot.separator, False)
+        ids = list(self.prefix_special) + self._fewshot_ids(template, triggers, fewshot, demo_labels)
         trig_pos: list[int] = []
         pred: list[int] = []
         query = self.prepare(template).segments
@@ -112,6 +106,34 @@ class PromptEncoder:
         self._check_predict(template, pred[0])
         encoded = EncodedPrompt(tuple(ids), tuple(trig_pos), pred[0])
         return fit_to_context(self, encoded, template, example, triggers, fewshot, demo_labels)
+
+    def encode_filled(self, template: Template, example: Example, word_ids: Sequence[int],
+                      triggers: Sequence[int] = (), fewshot: FewShot | None = None,
+                      demo_labels: Sequence[str] = (), score_from: int = 0,
+                      ) -> tuple[tuple[int, ...], int]:
+        """(the ids of ``example`` in ``template`` with the ids ``word_ids`` at [P], after the
+        few-shot framing; where the query's segment ``score_from`` starts in them).
+
+        Every segment of ``template`` is written, text after [P] included (a causal LM's
+        full-sequence and channel scoring, :mod:`autoprompt_search.scoring.sequence`).
+        """
+        ids = list(self.prefix_special) + self._fewshot_ids(template, triggers, fewshot, demo_labels)
+        segs = template.segments
+        word = tuple(int(t) for t in word_ids)
+        head = self._segments_of(segs[:score_from], example, triggers, word, [], [], 0)
+        tail = self._segments_of(segs[score_from:], example, triggers, word, [], [], 0)
+        return tuple(ids + head + tail), len(ids) + len(head)
+
+    def _fewshot_ids(self, template, triggers, fewshot, demo_labels) -> list[int]:
+        """The instruction and the filled demonstrations, each followed by the separator."""
+        ids: list[int] = []
+        if fewshot is not None:
+            if fewshot.instruction:
+                ids += self.text_ids(fewshot.instruction, False) + self.text_ids(fewshot.separator, False)
+            for demo in fewshot.demos:
+                ids += self._segments(template, demo, triggers, demo_labels[demo.label], [], [])
+                ids += self.text_ids(fewshot.separator, False)
+        return ids
 
     def _segments(self, template, example, triggers, label, trig_pos, pred):
         return self._segments_of(template.segments, example, triggers, label, trig_pos, pred, 0)
@@ -127,7 +149,9 @@ class PromptEncoder:
                 trig_pos.append(start + len(out))
                 out.append(int(triggers[seg.index]))
             elif isinstance(seg, Predict):
-                if label is not None:  # a demonstration: the answer is written out
+                if isinstance(label, tuple):  # a label word's token ids
+                    out += label
+                elif label is not None:  # a demonstration: the answer is written out
                     out += self.text_ids(label, seg.space)
                 else:
                     self._predict_slot(out, start, pred)

@@ -26,6 +26,14 @@ other). The modes differ in where ``p_prior`` comes from:
   keeps the same shape as its uncalibrated score (a sum of probabilities) and the record stays
   one offset per class, so every mode has the same decision rule. Cost: 1 forward pass.
 
+Scoring rules (:mod:`.sequence`): offsets are estimated through the prompt's own engine, so
+under its rule. With ``--scoring channel`` a class score is log p(input | label word, prompt):
+``content-free`` scores the content-free inputs that have tokens (``N/A`` and the mask token;
+the empty string has none to score) and ``train-prior`` the training inputs, both under the
+channel rule; ``pmi`` is refused (the channel score has no label-word prior to divide out).
+A causal LM's template with text after [P] (the full-sequence reading) keeps all three modes;
+``pmi``'s offset is then the label word's prior after the premise, as for any other template.
+
 :func:`estimate_calibration` is the one place offsets are estimated (``evaluate``, ``compare``,
 ``export`` via the record, every search strategy's dev/train scoring, the black-box workers);
 :func:`apply_offsets` the one place they are applied. A :class:`CalibrationRecord` is stored
@@ -45,6 +53,7 @@ import torch
 from ..core.data import Example
 from ..core.errors import UserError
 from ..core.templates import Template
+from .sequence import ScoringRule, scoring_rule
 from .targets import predict_space
 
 if TYPE_CHECKING:
@@ -53,6 +62,14 @@ if TYPE_CHECKING:
 DEFAULT_PREMISE = "Answer:"
 MAX_PRIOR_EXAMPLES = 512  # train-prior: at most this many training inputs (evenly spaced)
 CALIBRATION_FORMAT = "autoprompt-search/calibration"
+CLASS_SCORE = {  # what log p(c|x) is under each scoring rule, in words
+    ScoringRule.DIRECT.value: "log of the summed probability of c's label words",
+    ScoringRule.CHANNEL.value: "log of the summed probability of the input given each of c's "
+                               "label words (noisy channel), normalised over the classes",
+}
+CHANNEL_PMI = ("--calibration pmi does not apply to --scoring channel: pmi divides out the label "
+               "words' probability after a premise, and a channel score, p(input | label word), "
+               "has no such prior; use --calibration content-free or train-prior")
 
 
 class Calibration(str, enum.Enum):
@@ -84,9 +101,11 @@ class CalibrationRecord:
     source: str = ""  # what the prior was estimated from, in words
     inputs: list[str] = field(default_factory=list)  # content-free inputs / the premise
     n: int = 0  # forward passes (prompts scored) behind the estimate
+    scoring: str = ScoringRule.DIRECT.value  # the scoring rule the offsets were estimated under
 
     def __post_init__(self) -> None:
         self.mode = Calibration.parse(self.mode)
+        self.scoring = scoring_rule(self.scoring).value
         if self.mode is not Calibration.NONE and len(self.offsets) != len(self.labels):
             raise UserError(f"calibration record: {len(self.offsets)} offsets for "
                             f"{len(self.labels)} classes")
@@ -103,17 +122,19 @@ class CalibrationRecord:
 
     def decision_rule(self) -> str:
         """The rule a user of the exported prompt must apply, in words."""
+        score = CLASS_SCORE[self.scoring]
         if not self.active:
-            return "predict argmax_c log p(c|x), log p(c|x) = log of the summed probability of c's label words"
+            return f"predict argmax_c log p(c|x), log p(c|x) = {score}"
         offsets = ", ".join(f"{label} {o:.6f}" for label, o in zip(self.labels, self.offsets))
-        return ("predict argmax_c log p(c|x) - offset_c, log p(c|x) = log of the summed "
-                f"probability of c's label words; calibration {self.mode.value} "
-                f"({self.source}); offsets: {offsets}")
+        return (f"predict argmax_c log p(c|x) - offset_c, log p(c|x) = {score}; calibration "
+                f"{self.mode.value} ({self.source}); offsets: {offsets}")
 
     def to_json(self) -> dict[str, Any]:
         return {"format": CALIBRATION_FORMAT, "mode": self.mode.value, "offsets": list(self.offsets),
                 "labels": list(self.labels), "source": self.source, "inputs": list(self.inputs),
-                "n": self.n, "rule": self.decision_rule()}
+                "n": self.n, "rule": self.decision_rule(),
+                # records of the direct rule are written as before the rules existed
+                **({"scoring": self.scoring} if self.scoring != ScoringRule.DIRECT.value else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> CalibrationRecord | None:
@@ -124,7 +145,8 @@ class CalibrationRecord:
             raise UserError("calibration record: expected a mapping with a 'mode'")
         return cls(data["mode"], [float(o) for o in data.get("offsets", [])],
                    list(data.get("labels", [])), data.get("source", ""),
-                   list(data.get("inputs", [])), int(data.get("n", 0)))
+                   list(data.get("inputs", [])), int(data.get("n", 0)),
+                   data.get("scoring", ScoringRule.DIRECT.value))
 
 
 # --- pure functions on class scores --------------------------------------------------------
@@ -182,6 +204,10 @@ def estimate_calibration(mode: Calibration | str, scorer: PromptScorer,
     if scorer.label_words is None:
         raise UserError(f"calibration {mode.value} applies to classification tasks; task "
                         f"'{scorer.task.name}' ranks an open vocabulary")
+    rule = scoring_rule(getattr(scorer, "rule", ScoringRule.DIRECT)).value
+    channel = rule == ScoringRule.CHANNEL.value
+    if channel and mode is Calibration.PMI:
+        raise UserError(CHANNEL_PMI)
     labels = list(scorer.task.labels)
     fields = list(scorer.template.field_names)
     if score is None:
@@ -190,11 +216,13 @@ def estimate_calibration(mode: Calibration | str, scorer: PromptScorer,
 
     if mode is Calibration.CONTENT_FREE:
         inputs = content_free_inputs(scorer)
+        if channel:  # the channel rule scores the input's tokens: the empty input has none
+            inputs = [text for text in inputs if text]
         examples = [Example({f: text for f in fields}, -1, id=-1 - i) for i, text in enumerate(inputs)]
         offsets = prior_offsets(score(examples).detach().float().cpu())
         return CalibrationRecord(mode, offsets.tolist(), labels,
                                  "mean class distribution of the prompt with content-free inputs",
-                                 inputs, len(examples))
+                                 inputs, len(examples), rule)
     if mode is Calibration.TRAIN_PRIOR:
         examples = list(scorer.task.examples("train") if train is None else train)
         if not examples:
@@ -205,7 +233,7 @@ def estimate_calibration(mode: Calibration | str, scorer: PromptScorer,
         offsets = prior_offsets(score(examples).detach().float().cpu())
         return CalibrationRecord(mode, offsets.tolist(), labels,
                                  f"mean class distribution over {len(examples)} training inputs "
-                                 "(labels unused)", [], len(examples))
+                                 "(labels unused)", [], len(examples), rule)
     return _pmi(scorer, premise, labels)
 
 

@@ -126,6 +126,7 @@ def cache_distributions(scorer: PromptScorer, examples: Sequence[Example],
     """
     if not examples:
         raise UserError("no examples to cache distributions for")
+    scorer.check_direct("cached [P] distributions")
     backend = scorer.backend
     vocab = backend.vocab_size
     if top_k is not None and not 1 <= top_k < vocab:

@@ -13,6 +13,8 @@ It owns
 * targets of one type: a verbalizer's label words or an open-vocabulary task's candidate
   objects (:mod:`autoprompt_search.scoring.targets`), a class's score being the log-sum-exp of
   its words' log-probabilities;
+* the scoring rule (:class:`~.sequence.ScoringRule`): channel scoring, and a causal LM's
+  template with text after [P], read whole sequences (:mod:`.sequence`), not the word at [P];
 * chunking (at most ``forward_batch`` rows and ``forward_tokens`` tokens per forward pass,
   examples of similar length together) and out-of-memory halving.
 
@@ -36,6 +38,7 @@ from ..core.errors import UserError
 from ..core.templates import Template
 from ..models.base import LMBackend, PaddedBatch, PrefixCache
 from ..models.encoding import EncodedPrompt, FewShot
+from .sequence import ScoringRule, SequenceScorer, needs_sequence, refuse_whole_sequence, scoring_rule
 from .targets import LabelWords
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class EncodedBatch:
     trig_pos: torch.Tensor  # [B, P] trigger positions relative to the cut
     pred_pos: torch.Tensor  # [B] predict position relative to the cut
     columns: torch.Tensor | None = None  # [C] bool: the classes these examples are ranked among
+    examples: tuple[Example, ...] = ()  # what a whole-sequence rule scores (:mod:`.sequence`)
+    triggers: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.gold)
@@ -79,7 +84,9 @@ class EncodedBatch:
         d = i.to(self.suffix.device)
         return EncodedBatch(self.gold[i], self.prefix, self.prefix_rows[d], self.suffix[d],
                             self.suffix_mask[d], self.suffix_len[d], self.trig_pos[d],
-                            self.pred_pos[d], self.columns)
+                            self.pred_pos[d], self.columns,
+                            tuple(self.examples[j] for j in index) if self.examples else (),
+                            self.triggers)
 
 
 class Scorer:
@@ -95,8 +102,13 @@ class Scorer:
     def __init__(self, backend: LMBackend, template: Template, words: LabelWords, *,
                  fewshot: FewShot | None = None, demo_labels: Sequence[str] = (),
                  forward_batch: int = 256, forward_tokens: int | None = 1024,
-                 prefix: PrefixMode = PrefixMode.PER_EXAMPLE) -> None:
+                 prefix: PrefixMode = PrefixMode.PER_EXAMPLE,
+                 rule: ScoringRule = ScoringRule.DIRECT) -> None:
         self.backend = backend
+        self.rule = scoring_rule(rule)
+        self.sequence = SequenceScorer(backend, template, words, self.rule, fewshot=fewshot,
+                                       demo_labels=demo_labels, forward_batch=forward_batch) \
+            if needs_sequence(backend, template, self.rule) else None
         self.template = template
         self.targets = words
         self.fewshot = fewshot
@@ -141,8 +153,14 @@ class Scorer:
                gold: Sequence[int] | None = None) -> EncodedBatch:
         """Encode ``examples`` (with any trigger ids when the slots are overwritten later);
         ``columns`` restricts the classes they are ranked among; ``gold`` replaces their labels."""
-        prompts = self.prompts(examples, triggers)
         gold = [ex.label for ex in examples] if gold is None else gold
+        if self.sequence is not None:  # whole sequences per word: encoded when scored
+            n, empty = len(examples), torch.zeros(len(examples), 0, dtype=torch.long)
+            return EncodedBatch(torch.tensor(list(gold)), None, torch.zeros(n, dtype=torch.long),
+                                empty, empty, torch.zeros(n, dtype=torch.long), empty,
+                                torch.zeros(n, dtype=torch.long), columns, tuple(examples),
+                                tuple(int(t) for t in triggers))
+        prompts = self.prompts(examples, triggers)
         if self.prefix_mode is PrefixMode.SHARED:
             prefix, cut = self.shared_prefix(prompts)
             return self.batch(prompts, gold, prefix, [0] * len(prompts), columns,
@@ -165,7 +183,7 @@ class Scorer:
             cut += 1
         if cut < MIN_SHARED_PREFIX:
             return None, 0
-        return _concat_prefix([self.backend.encode_prefix([first[:cut]])]), cut  # plain tensors
+        return PrefixCache.concat([self.backend.encode_prefix([first[:cut]])]), cut  # plain tensors
 
     def prefix_cache(self, prompts: Sequence[EncodedPrompt]) -> PrefixCache | None:
         """Key/value states of each prompt's tokens before its first [T], row n for prompt n
@@ -176,7 +194,7 @@ class Scorer:
         """
         if not self.backend.supports_prefix_cache or min(p.prefix_len for p in prompts) < 1:
             return None
-        return _concat_prefix([self.backend.encode_prefix([p.ids[: p.prefix_len] for p in
+        return PrefixCache.concat([self.backend.encode_prefix([p.ids[: p.prefix_len] for p in
                                                            prompts[i : i + PREFIX_CHUNK]])
                                for i in range(0, len(prompts), PREFIX_CHUNK)])
 
@@ -230,6 +248,7 @@ class Scorer:
         Logits at [P] when every word is one token (their normaliser cancels among the
         classes) unless ``exact``, else log-probabilities of the whole words.
         """
+        self.check_direct("trigger searches and soft prompts")
         if (rows is not None or trig_embeds is not None) and (
                 self._demo_triggers or bool((batch.trig_pos[b] < 0).any())):
             raise ValueError("trigger slots in demonstrations or in a shared prefix cannot be "
@@ -258,6 +277,12 @@ class Scorer:
         if not exact:
             return self.backend.head(hidden, self.label_ids).float()
         return self._first_logprobs(hidden)
+
+    def check_direct(self, what: str) -> None:
+        """Raise a user error if ``what`` (which reads the label word at [P]) meets a
+        whole-sequence rule (:func:`~.sequence.refuse_whole_sequence`)."""
+        if self.sequence is not None:
+            refuse_whole_sequence(what, self.template, self.rule)
 
     def _append_words(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Write each row's label word (all tokens but the last) after [P], in place; return
@@ -398,6 +423,11 @@ class Scorer:
                       progress: bool = False) -> torch.Tensor:
         """``[B, W]`` log-probabilities of the target words (whole words), with ``triggers``
         in the slots (None: the ids the batch was encoded with)."""
+        if self.sequence is not None:
+            if len(batch) and not batch.examples:  # encoded prompts: only the [P] reading is known
+                self.check_direct("scoring encoded prompts")
+            return self.sequence.word_logprobs(
+                batch.examples, batch.triggers if triggers is None else triggers)
         out = torch.empty(len(batch), len(self.targets.word_ids))
 
         def run(b: torch.Tensor) -> None:
@@ -412,6 +442,9 @@ class Scorer:
                      progress: bool = False) -> torch.Tensor:
         """``[B, C]`` class scores (log-softmax over the classes, -inf outside the batch's
         columns) of every example for ``triggers`` (None: the ids encoded in the batch)."""
+        if self.sequence is not None:
+            scores = self._classes(self.word_logprobs(batch, triggers), batch.columns)
+            return torch.log_softmax(scores, -1)
         out = torch.empty(len(batch), self.targets.num_classes)
 
         def run(b: torch.Tensor) -> None:
@@ -426,6 +459,7 @@ class Scorer:
                                                             torch.Tensor], None]) -> None:
         """``fn(b, hidden, positions)`` for chunks of examples ``b``: the hidden states that feed
         the LM head at [P] (``[len(b), d]``) and where [P] is in the rows that were run."""
+        self.check_direct("hidden states at [P]")
         def run(b: torch.Tensor) -> None:
             width = int(self.ext + batch.suffix_len[b].max())
             ids, mask, pos = batch.suffix[b, :width], batch.suffix_mask[b, :width], batch.pred_pos[b]
@@ -469,21 +503,3 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an accelerator (or CPU allocator) out-of-memory error."""
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     return isinstance(exc, (oom, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc)
-
-
-def _concat_prefix(parts: list[PrefixCache]) -> PrefixCache:
-    """One prefix cache of new plain tensors from one or several (right-padded to the longest)."""
-    width = max(p.mask.shape[1] for p in parts)
-
-    def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-        extra = width - t.shape[dim]
-        if not extra:
-            return t
-        shape = list(t.shape)
-        shape[dim] = extra
-        return torch.cat([t, t.new_zeros(shape)], dim=dim)
-
-    layers = [(torch.cat([pad(p.layers[i][0], 2) for p in parts]),
-               torch.cat([pad(p.layers[i][1], 2) for p in parts]))
-              for i in range(len(parts[0].layers))]
-    return PrefixCache(layers, torch.cat([pad(p.mask, 1) for p in parts]))

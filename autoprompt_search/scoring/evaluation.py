@@ -17,11 +17,13 @@ import torch
 
 from ..core.data import Example
 from ..core.errors import UserError
+from ..core.sampling import stratified_sample
 from ..core.tasks import Task
 from ..models.base import LMBackend
 from ..models.encoding import FewShot
 from .calibration import Calibration, CalibrationRecord, resolve_calibration
 from .scorer import PromptScorer
+from .sequence import ScoringRule
 from .targets import LabelWordTargets, Targets
 from .targets import object_token_ids as _object_token_ids
 from .targets import retrieval_candidates as _retrieval_candidates
@@ -106,6 +108,8 @@ def evaluate_prompt(
     limit: int | None = None,
     progress: bool = False,
     restrict_vocab: bool = True,
+    rule: ScoringRule | str = ScoringRule.DIRECT,
+    limit_seed: int = 0,
     calibration: Calibration | str | CalibrationRecord | None = None,
     premise: str | None = None,
 ) -> Evaluation:
@@ -114,14 +118,15 @@ def evaluate_prompt(
     ``triggers`` fills the template's [T] slots with token ids. For open-vocabulary
     tasks (LAMA) the gold object is ranked among the candidate vocabulary (the task's
     ``candidate_vocab`` when ``restrict_vocab``, else the whole vocabulary); examples whose
-    object is several tokens are left out. ``calibration`` is a mode (offsets estimated for
-    this prompt, :func:`~autoprompt_search.scoring.calibration.estimate_calibration`) or a
-    stored record (its offsets used as they are); ``premise`` is the ``pmi`` premise.
+    object is several tokens are left out. ``limit`` scores a seeded class-stratified sample
+    of that many examples (:func:`~autoprompt_search.core.sampling.stratified_sample`, seed
+    ``limit_seed``); ``rule`` is the scoring rule (:class:`~.sequence.ScoringRule`).
+    ``calibration`` is a mode (offsets estimated for this prompt under ``rule``,
+    :func:`~autoprompt_search.scoring.calibration.estimate_calibration`) or a stored record
+    (its offsets used as they are); ``premise`` is the ``pmi`` premise.
     """
-    examples = task.examples(split)
-    if limit is not None:
-        examples = examples[:limit]
-    scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size)
+    examples = stratified_sample(task.examples(split), limit, limit_seed)
+    scorer = PromptScorer(backend, task, template, verbalizer, fewshot, batch_size, rule)
     return evaluate_examples(scorer, examples, triggers, split, progress=progress,
                              restrict_vocab=restrict_vocab, calibration=calibration,
                              premise=premise)
@@ -154,20 +159,23 @@ def ensemble_scores(calibrated: Sequence[torch.Tensor], weights: Sequence[float]
 
 
 def evaluate_ensemble(backend: LMBackend, spec, split: str = "test", *, batch_size: int = 32,
-                      limit: int | None = None, progress: bool = False,
-                      calibration: Calibration | str | None = None,
-                      premise: str | None = None) -> Evaluation:
+                      limit: int | None = None, limit_seed: int = 0, progress: bool = False,
+                      calibration: Calibration | str | None = None, premise: str | None = None,
+                      scoring: str | None = None) -> Evaluation:
     """Score an ensemble spec (:class:`~autoprompt_search.scoring.specs.PromptSpec` with
-    ``ensemble`` members) as one predictor: each member on the same examples with its stored
-    calibration, then :func:`ensemble_scores`."""
+    ``ensemble`` members) as one predictor: each member on the same examples (``limit``: the
+    same stratified sample as :func:`evaluate_prompt`) under its own scoring rule (``scoring``
+    overrides it) with its stored calibration, then :func:`ensemble_scores`."""
     from .specs import spec_calibration
 
     scores, gold = [], None
     for member, _ in spec.ensemble:
         ev = evaluate_prompt(backend, member.task, member.template, split, verbalizer=member.verbalizer,
                              triggers=member.triggers, fewshot=member.fewshot, batch_size=batch_size,
-                             limit=limit, progress=progress,
-                             calibration=spec_calibration(member, calibration), premise=premise)
+                             limit=limit, limit_seed=limit_seed, progress=progress,
+                             rule=scoring or member.scoring,
+                             calibration=spec_calibration(member, calibration, scoring),
+                             premise=premise)
         if gold is not None and ev.gold != gold:
             raise UserError("the ensemble's members were scored on different examples")
         gold = ev.gold

@@ -22,22 +22,26 @@ from ..core.templates import Template
 from ..models.base import LMBackend
 from ..models.encoding import EncodedPrompt, FewShot
 from .engine import PrefixMode, Scorer
+from .sequence import ScoringRule, needs_sequence, refuse_whole_sequence, scoring_rule
 from .targets import LabelWords, Targets, resolve_label_words, resolve_targets
 
-__all__ = ["LabelWords", "PromptScorer", "resolve_label_words"]
+__all__ = ["LabelWords", "PromptScorer", "ScoringRule", "resolve_label_words"]
 
 
 class PromptScorer:
     """Scores one prompt design (template + verbalizer + few-shot framing) on a backend.
 
+    ``rule`` is how class scores are read (:class:`~.sequence.ScoringRule`); a causal LM
+    scores a template with text after [P] on the whole filled-in text (:mod:`.sequence`).
     ``label_words`` is None for an open-vocabulary task, whose targets depend on the examples
     (:meth:`targets`).
     """
 
     def __init__(self, backend: LMBackend, task: Task, template: str | Template,
                  verbalizer: dict[str, list[str]] | None = None, fewshot: FewShot | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, rule: ScoringRule | str = ScoringRule.DIRECT) -> None:
         self.backend = backend
+        self.rule = scoring_rule(rule)
         self.task = task
         parsed = template if isinstance(template, Template) else Template.parse(template, task.fields)
         self.template = backend.encoder.prepare(parsed)
@@ -60,7 +64,13 @@ class PromptScorer:
         return Scorer(self.backend, self.template, words or self.label_words,
                       fewshot=self.fewshot, demo_labels=self.demo_labels,
                       forward_batch=forward_batch or self.batch_size,
-                      forward_tokens=forward_tokens, prefix=prefix)
+                      forward_tokens=forward_tokens, prefix=prefix, rule=self.rule)
+
+    def check_direct(self, what: str) -> None:
+        """Raise a user error if ``what`` needs the label read at [P] and this design is
+        scored on whole sequences (channel, or text after [P] on a causal LM)."""
+        if needs_sequence(self.backend, self.template, self.rule):
+            refuse_whole_sequence(what, self.template, self.rule)
 
     # --- encoding -----------------------------------------------------------------
     def encode(self, examples: Sequence[Example], triggers: Sequence[int] = ()) -> list[EncodedPrompt]:

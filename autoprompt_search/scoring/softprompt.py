@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..core.errors import UserError
 from ..core.results import atomic_write, provenance, write_json
+from ..core.sampling import stratified_sample
 from ..core.tasks import Task
 from ..core.templates import Template
 from ..models.base import LMBackend, PrefixCache
@@ -53,6 +54,7 @@ class SoftScorer:
             raise UserError(f"task '{task.name}' is open-vocabulary (LAMA); soft prompts and PEZ "
                             "support classification tasks")
         self.scorer = PromptScorer(backend, task, template, verbalizer)
+        self.scorer.check_direct("soft prompts and PEZ")
         self.backend = backend
         self.task = task
         self.template = self.scorer.template
@@ -298,10 +300,12 @@ def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "
                         whole_words: bool = True, ascii_only: bool = True, task: Task | None = None,
                         template: str | None = None, split: str = "dev", limit: int | None = None,
                         evaluate: bool = True, progress: bool = False,
-                        calibration: str | None = None, premise: str | None = None) -> dict[str, Any]:
+                        calibration: str | None = None, premise: str | None = None,
+                        limit_seed: int = 0) -> dict[str, Any]:
     """Project a soft prompt to its nearest tokens; with a task, evaluate the soft prompt and
-    the projected hard prompt on the same examples of ``split``, each calibrated with its own
-    offsets (``calibration``; default: the mode the soft prompt was trained with)."""
+    the projected hard prompt on the same examples of ``split`` (``limit``: a seeded,
+    ``limit_seed``, class-stratified sample, as ``evaluate`` draws), each calibrated with its
+    own offsets (``calibration``; default: the mode the soft prompt was trained with)."""
     from ..core.projection import project
 
     dim = backend.input_embeddings().shape[1]
@@ -333,7 +337,7 @@ def project_soft_prompt(soft: SoftPrompt, backend: LMBackend, *, metric: str = "
     if task is None or not evaluate:
         return report
     verbalizer = soft.verbalizer or None
-    examples = task.examples(split)[:limit]
+    examples = stratified_sample(task.examples(split), limit, limit_seed)
     mode = Calibration.parse(calibration or soft.config.get("calibration") or "none")
     premise = premise or soft.config.get("premise") or DEFAULT_PREMISE
     scorer = SoftScorer(backend, task, prepared, verbalizer)

@@ -31,6 +31,7 @@ class PromptSpec:
     fewshot: FewShot | None = None
     model: str | None = None  # the model the triggers were found for
     calibration: CalibrationRecord | None = None  # stored offsets the prompt is scored with
+    scoring: str = "direct"  # the scoring rule (ScoringRule) its scores are read with
     # an ensemble (``--strategy auto --ensemble K``): its member prompts with their weights,
     # scored as one predictor (the weighted sum of calibrated class log-probabilities)
     ensemble: list[tuple[PromptSpec, float]] = field(default_factory=list)
@@ -65,17 +66,17 @@ def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> P
 def result_spec(result: PromptResult, task: Task) -> PromptSpec:
     """A saved result as something to evaluate on ``task`` (an ensemble with its members)."""
     spec = _spec(task, result.template, result.prompt, result.verbalizer, result.trigger_ids,
-                 result.fewshot, result.model, result.calibration)
+                 result.fewshot, result.model, result.calibration, result.scoring)
     members = (result.extra or {}).get("ensemble") or {}
     for m in members.get("members", []):
         spec.ensemble.append((_spec(task, m["template"], m["prompt"], m.get("verbalizer"),
                                     m.get("trigger_ids", []), m.get("fewshot"), result.model,
-                                    m.get("calibration")), float(m["weight"])))
+                                    m.get("calibration"), result.scoring), float(m["weight"])))
     return spec
 
 
 def _spec(task: Task, template: str, prompt: str, verbalizer, trigger_ids, fewshot_record,
-          model, calibration_record) -> PromptSpec:
+          model, calibration_record, scoring: str = "direct") -> PromptSpec:
     from ..models.encoding import FewShot
     from .calibration import CalibrationRecord
 
@@ -89,15 +90,18 @@ def _spec(task: Task, template: str, prompt: str, verbalizer, trigger_ids, fewsh
     calibration = CalibrationRecord.from_json(calibration_record)
     if trigger_ids and "[T]" in template:
         return PromptSpec(task, template, prompt, verbalizer or None, list(trigger_ids), fewshot,
-                          model, calibration)
-    return PromptSpec(task, prompt, prompt, verbalizer or None, [], fewshot, model, calibration)
+                          model, calibration, scoring)
+    return PromptSpec(task, prompt, prompt, verbalizer or None, [], fewshot, model, calibration,
+                      scoring)
 
 
-def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None
-                     ) -> Calibration | CalibrationRecord | None:
+def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None,
+                     scoring: str | None = None) -> Calibration | CalibrationRecord | None:
     """How ``spec`` is calibrated: its stored record (a prompt found with calibration keeps its
     offsets everywhere after), else the ``calibration`` mode asked for (estimated per prompt).
-    Asking for another mode than a prompt's stored one is an error."""
+    Asking for another mode than a prompt's stored one is an error, and so is another scoring
+    rule than the one its stored offsets were estimated under (``scoring``: the rule asked
+    for, None for the prompt's own)."""
     from .calibration import Calibration
 
     mode = None if calibration is None else Calibration.parse(calibration)
@@ -108,4 +112,16 @@ def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None
         raise UserError(f"prompt {spec.name or spec.template!r} was found with calibration "
                         f"{record.mode.value} and is scored with its stored offsets; drop "
                         f"--calibration or pass --calibration {record.mode.value}")
+    check_stored_rule(spec, scoring)
     return record
+
+
+def check_stored_rule(spec: PromptSpec, scoring: str | None) -> None:
+    """A user error if ``spec`` has stored calibration offsets and ``scoring`` (None: its own
+    rule) is another rule than the one they were estimated under (``CalibrationRecord.scoring``)."""
+    record = spec.calibration
+    if record is None or not record.active or scoring is None or scoring == record.scoring:
+        return
+    raise UserError(f"prompt {spec.name or spec.template!r} was found with --scoring "
+                    f"{record.scoring} and its stored calibration offsets ({record.mode.value}) "
+                    f"were estimated under that rule; drop --scoring or pass --scoring {record.scoring}")

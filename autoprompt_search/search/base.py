@@ -368,8 +368,11 @@ class Searcher:
 
 
 def _without_default_calibration(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings without ``calibration: none`` and the default premise, so an uncalibrated run's
-    config.json is what it was before calibration existed (and such runs still resume)."""
+    """Settings without ``calibration: none`` and the default premise, and without the default
+    ``scoring: direct`` (black-box), so an uncalibrated direct-rule run's config.json is what it
+    was before calibration and scoring rules existed (and such runs still resume)."""
+    if settings.get("scoring") == "direct":
+        settings = {k: v for k, v in settings.items() if k != "scoring"}
     if settings.get("calibration") == Calibration.NONE.value:
         settings = {k: v for k, v in settings.items() if k != "calibration"}
         if settings.get("premise") == DEFAULT_PREMISE:

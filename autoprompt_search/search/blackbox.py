@@ -37,7 +37,8 @@ from ..core.errors import UserError
 from ..core.results import PromptResult, task_reference, write_json
 from ..core.spaces import SearchSpace, default_space, load_space
 from ..core.templates import Template
-from ..scoring.calibration import DEFAULT_PREMISE, Calibration
+from ..scoring.calibration import CHANNEL_PMI, DEFAULT_PREMISE, Calibration
+from ..scoring.sequence import ScoringRule, scoring_rule
 from .base import Score, SearchConfig, SearchContext, Searcher, SearchState, strategies
 from .blackbox_schedule import TrialScheduler, align, replay
 from .blackbox_space import BoundSpace, bind_space, pick_examples
@@ -94,6 +95,8 @@ class OptunaConfig(SearchConfig):
                                                                 "(demonstration pool excluded)."})
     batch_size: int = field(default=16, metadata={"help": "Examples per job (and per forward pass)."})
     per_actor: int = field(default=2, metadata={"help": "Jobs in flight per Ray actor."})
+    scoring: ScoringRule = field(default=ScoringRule.DIRECT, metadata={
+        "help": "Scoring rule of every design: direct or channel (the input given the label)."})
     gpus_per_worker: float = field(default=0.0, metadata={"help": "GPUs each Ray actor reserves "
                                                                   "(0.25: four actors share one GPU)."})
     trials_in_flight: int = field(default=0, metadata={
@@ -117,6 +120,9 @@ class OptunaConfig(SearchConfig):
         for name in ("trials", "workers", "search_examples", "batch_size", "per_actor", "population"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        self.scoring = scoring_rule(self.scoring)
+        if self.scoring is ScoringRule.CHANNEL and self.calibration is Calibration.PMI:
+            raise UserError(CHANNEL_PMI)
         if self.gpus_per_worker < 0:
             raise UserError("--gpus-per-worker must be >= 0")
         if self.startup_trials < 0:
@@ -247,7 +253,7 @@ class BlackBoxSearcher(Searcher):
         if ctx.resume and cfg.storage == "journal" and not (ctx.run.path / "study.journal").exists():
             raise UserError(f"--resume: {ctx.run.path} has no study.journal to continue")
         self.bound = bind_space(ctx.backend, ctx.task, self._searched, self.demo_pool, self.examples,
-                                pool_file)
+                                pool_file, cfg.scoring)
         study_name = cfg.study_name or (ctx.run.path.name if ctx.run is not None else "autoprompt")
         kind, storage = self._storage(ctx)
         exists = kind != StorageKind.memory and study_name in {
@@ -370,7 +376,7 @@ class BlackBoxSearcher(Searcher):
             task=task_reference(ctx.task), template=design.template, prompt=template.render(tokens),
             model=ctx.model, strategy=self.name, seed=self.seed, verbalizer=design.verbalizer,
             trigger_ids=list(design.triggers), trigger_tokens=tokens, fewshot=fewshot,
-            scores=scores,
+            scoring=design.rule, scores=scores,
             calibration=None if calib_record is None else calib_record.to_json(),
             extra={"trial": best.number, "params": best.params, **stats,
                    "best_human": best_human.user_attrs["human"] if best_human else None,

@@ -28,6 +28,7 @@ from ..core.tasks import Task
 from ..core.templates import Template
 from ..models import LMBackend
 from ..scoring.scorer import PromptScorer
+from ..scoring.sequence import ScoringRule, scoring_rule
 from .pools import TriggerPool, build_pool
 from .workers import Design
 
@@ -47,6 +48,7 @@ class BoundSpace:
     demo_pool: list[Example]
     pool: TriggerPool
     dropped: list[str]
+    rule: str = ScoringRule.DIRECT.value  # the scoring rule of every design
 
     def design(self, get: Getter) -> Design:
         """Build a design, asking ``get(name, distribution)`` for each choice made."""
@@ -65,10 +67,12 @@ class BoundSpace:
             position = _draw(get, "trigger_position", self.space.param("trigger_position"))
             template = insert_triggers(template, extra, position)
         n_slots = Template.parse(template).num_triggers
-        pool = od.CategoricalDistribution(list(self.pool.token_ids))
-        triggers = tuple(int(get(f"trigger_{i}", pool)) for i in range(n_slots))
+        triggers: tuple[int, ...] = ()
+        if n_slots:  # a space without [T] slots has an empty pool (no distribution to draw from)
+            pool = od.CategoricalDistribution(list(self.pool.token_ids))
+            triggers = tuple(int(get(f"trigger_{i}", pool)) for i in range(n_slots))
         return Design(template, self.verbalizers[verb_name], triggers, instruction,
-                      tuple(by_id[i] for i in demo_ids), self.space.demos.separator)
+                      tuple(by_id[i] for i in demo_ids), self.space.demos.separator, self.rule)
 
     def suggest(self, trial: optuna.Trial) -> Design:
         """The design of a trial, drawing each choice from the trial's sampler."""
@@ -142,14 +146,17 @@ def pick_examples(task: Task, space: SearchSpace, splits: Sequence[str], count: 
 
 
 def bind_space(backend: LMBackend, task: Task, space: SearchSpace, demo_pool: list[Example],
-               search: list[Example], pool_file: Path | None) -> BoundSpace:
-    """Resolve the space's choices for this model; build (or reload) the trigger pool."""
+               search: list[Example], pool_file: Path | None,
+               rule: ScoringRule | str = ScoringRule.DIRECT) -> BoundSpace:
+    """Resolve the space's choices for this model and scoring ``rule`` (a choice the rule
+    cannot read is left out); build (or reload) the trigger pool."""
+    rule = scoring_rule(rule)
     dropped: list[str] = []
     verbalizers = {}
     probe = space.template_choices(task)
     for name, verb in space.verbalizer_choices(task).items():
         try:
-            _try_scorer(backend, task, probe, verb)
+            _try_scorer(backend, task, probe, verb, rule)
             verbalizers[name] = verb
         except UserError as exc:
             dropped.append(f"verbalizer {name}: {exc}")
@@ -158,7 +165,7 @@ def bind_space(backend: LMBackend, task: Task, space: SearchSpace, demo_pool: li
     templates = []
     for t in probe:
         try:
-            PromptScorer(backend, task, t, task.verbalizer)
+            PromptScorer(backend, task, t, task.verbalizer, rule=rule).engine()  # the rule reads it
             templates.append(t)
         except UserError as exc:
             dropped.append(f"template {t!r}: {exc}")
@@ -174,15 +181,16 @@ def bind_space(backend: LMBackend, task: Task, space: SearchSpace, demo_pool: li
         pool = TriggerPool((), (), "none")
     if pool_file is not None:
         write_json(pool_file, pool.to_dict())
-    return BoundSpace(space, templates, verbalizers, space.instructions, demo_pool, pool, dropped)
+    return BoundSpace(space, templates, verbalizers, space.instructions, demo_pool, pool, dropped,
+                      rule.value)
 
 
 def _try_scorer(backend: LMBackend, task: Task, templates: Sequence[str],
-                verbalizer: dict[str, list[str]]) -> None:
+                verbalizer: dict[str, list[str]], rule: ScoringRule) -> None:
     errors = []
     for t in templates:
         try:
-            PromptScorer(backend, task, t, verbalizer)
+            PromptScorer(backend, task, t, verbalizer, rule=rule).engine()
             return
         except UserError as exc:
             errors.append(exc)

@@ -185,6 +185,7 @@ class GradientSearch(Searcher):
             raise UserError(f"template {template_src!r} has no [T] slot to search; add some, e.g. "
                             "'{sentence} [T] [T] [T] [P] .'")
         scorer = PromptScorer(backend, task, template, batch_size=cfg.eval_batch_size)
+        scorer.check_direct("the gradient search")
         train, dev = task.examples("train"), task.examples("dev")
         if not train or not dev:
             raise UserError(f"task '{task.name}' needs train and dev examples for a search")

@@ -160,6 +160,7 @@ def label_design(backend: LMBackend, task: Task, template: str | None,
         template = task.prompts[0].template
     parsed = Template.parse(template, task.fields)
     scorer = PromptScorer(backend, task, parsed)
+    scorer.check_direct("label-word search")  # it reads the distribution at [P]
     if triggers is None:
         triggers = _neutral_triggers(backend, parsed, init_word)
     elif len(triggers) != parsed.num_triggers:

@@ -165,7 +165,9 @@ def _probe_template(ctx: PoolContext, slots: int) -> Template:
     source = ctx.spec.template or ctx.templates[0]
     if Template.parse(source, ctx.task.fields).num_triggers == 0 and slots:
         source = insert_triggers(source, slots, "before_predict")
-    return Template.parse(source, ctx.task.fields)
+    template = Template.parse(source, ctx.task.fields)
+    # the probes read the label word at [P]; a causal LM's text after [P] cannot change it
+    return template.up_to_predict() if ctx.backend.reads_left_to_right else template
 
 
 def _hidden_at_predict(ctx: PoolContext, scorer: PromptScorer, triggers: list[int]) -> torch.Tensor:

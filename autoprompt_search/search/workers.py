@@ -54,6 +54,7 @@ class Design:
     instruction: str = ""
     demos: tuple[Example, ...] = ()
     separator: str = "\n"
+    rule: str = "direct"  # the scoring rule (ScoringRule)
 
     @property
     def fewshot(self) -> FewShot | None:
@@ -64,7 +65,7 @@ class Design:
     @property
     def key(self) -> str:
         return json.dumps([self.template, self.verbalizer, list(self.triggers), self.instruction,
-                           [d.id for d in self.demos], self.separator])
+                           [d.id for d in self.demos], self.separator, self.rule])
 
 
 @dataclass
@@ -110,7 +111,8 @@ class DesignEvaluator:
         key = design.key
         if key not in self._scorers:
             self._scorers[key] = PromptScorer(self.backend, self.task, design.template,
-                                              design.verbalizer, design.fewshot, self.batch_size)
+                                              design.verbalizer, design.fewshot, self.batch_size,
+                                              design.rule)
             while len(self._scorers) > self._cache:
                 old, _ = self._scorers.popitem(last=False)
                 self._records.pop(old, None)

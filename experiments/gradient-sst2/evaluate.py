@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 
 from autoprompt_search.api import PromptSpec, evaluate_many, load_task, spec_from_result
-from autoprompt_search.models import load_model
 from autoprompt_search.core.results import PromptResult, write_json
+from autoprompt_search.models import load_model
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from autoprompt_search.api import spec_from_result
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.scoring.evaluation import evaluate_prompt
-from autoprompt_search.models import load_model
 from autoprompt_search.core.results import PromptResult, write_json
 from autoprompt_search.core.tasks import Task, available_tasks, lama_template
+from autoprompt_search.models import load_model
+from autoprompt_search.scoring.evaluation import evaluate_prompt
 
 HERE = Path(__file__).resolve().parent
 SETS = ("LAMA", "LPAQA", "AutoPrompt-BERT")

@@ -13,8 +13,8 @@ from itertools import combinations
 from pathlib import Path
 
 from autoprompt_search.analysis.compare import load_comparison
-from autoprompt_search.core.results import atomic_write
 from autoprompt_search.analysis.stats import mcnemar
+from autoprompt_search.core.results import atomic_write
 
 HERE = Path(__file__).resolve().parent
 

@@ -16,17 +16,17 @@ file, and one compare report per task under ``reports/<task>/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from pathlib import Path
 
-from autoprompt_search.core.errors import UserError
 from autoprompt_search.analysis.compare import collect_prompts, compare_prompts, load_comparison
-from autoprompt_search.models import load_model
 from autoprompt_search.analysis.report import write_reports
-from autoprompt_search.core.results import PromptResult, atomic_write, write_json
 from autoprompt_search.analysis.stats import mcnemar
+from autoprompt_search.core.errors import UserError
+from autoprompt_search.core.results import PromptResult, atomic_write, write_json
+from autoprompt_search.core.sampling import stratified_sample
+from autoprompt_search.models import load_model
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = HERE.parent
@@ -63,7 +63,8 @@ def soft_test(backend, task, run: Path, limit: int, best_human: dict) -> dict:
         print(f"{run}: no soft vectors to score ({exc})")
         return {"test_accuracy": None, "p_vs_best_human": None}
     scorer = SoftScorer(backend, task, soft.template, soft.verbalizer)
-    ev = scorer.evaluate(task.examples("test")[:limit], soft.vectors.to(backend.device), "test")
+    examples = stratified_sample(task.examples("test"), limit, 0)  # the examples compare scores
+    ev = scorer.evaluate(examples, soft.vectors.to(backend.device), "test")
     return {"test_accuracy": ev.metrics["accuracy"],
             "p_vs_best_human": mcnemar(ev.correct.astype(int), best_human["correct"]).p_exact}
 

@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 
 from autoprompt_search.core.errors import UserError
-from autoprompt_search.scoring.evaluation import evaluate_prompt
-from autoprompt_search.models import load_model
 from autoprompt_search.core.results import PromptResult
 from autoprompt_search.core.tasks import Task
+from autoprompt_search.models import load_model
+from autoprompt_search.scoring.evaluation import evaluate_prompt
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[2] / "shared" / "data"

@@ -25,20 +25,23 @@ from pathlib import Path
 import torch
 
 from autoprompt_search.api import run_search
+from autoprompt_search.core.projection import project, token_f1, vocabulary_distance_scale
+from autoprompt_search.core.sampling import stratified_sample
+from autoprompt_search.core.tasks import Task
+from autoprompt_search.models import load_model
 from autoprompt_search.scoring.evaluation import evaluate_prompt  # noqa: F401  (documented alternative)
 from autoprompt_search.scoring.metrics import classification_metrics
-from autoprompt_search.models import load_model
-from autoprompt_search.core.projection import project, token_f1, vocabulary_distance_scale
 from autoprompt_search.scoring.scorer import PromptScorer
 from autoprompt_search.scoring.softprompt import SoftPrompt, SoftScorer, projection_mask
-from autoprompt_search.core.tasks import Task
 
 HERE = Path(__file__).resolve().parent
 ANCHOR = "This news story is about world politics and business"  # unrelated to sentiment
 
 
 def test_subset(task: Task, n: int):
-    return task.examples("test")[:n]
+    """The study's test subset: a seeded class-stratified sample of n examples, the examples
+    ``evaluate_prompt(..., limit=n)`` scores (results.md before issue 11: the first n)."""
+    return stratified_sample(task.examples("test"), n, 0)
 
 
 def hard_accuracy(backend, task, template, ids, examples) -> float:

@@ -14,10 +14,14 @@ from .. import (
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
+    LimitOpt,
+    LimitSeedOpt,
     PremiseOpt,
+    ScoringOpt,
     SplitSeedOpt,
     _calibration,
     _parse_label_words,
+    _scoring,
     app,
     console,
 )
@@ -33,7 +37,9 @@ def compare(
     human: Annotated[bool, typer.Option("--human/--no-human", help="Include the task's human prompts.")] = True,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="A template typed here (repeatable).")] = None,
     label_words: Annotated[Optional[list[str]], typer.Option("--label-words", help="Verbalizer for human/typed prompts: CLASS=word[,word] (repeat per class).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples of the split.")] = None,
+    limit: LimitOpt = None,
+    limit_seed: LimitSeedOpt = 0,
+    scoring: ScoringOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", callback=out_dir, help="Folder for compare.json, report.html, report.md and plots.")] = Path("compare-report"),
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for intervals and the paired test.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
@@ -66,6 +72,7 @@ def compare(
     from ...analysis.report import print_table, write_reports
 
     calibration = _calibration(calibration, premise)
+    scoring = _scoring(scoring)
     task_obj, entries = collect_prompts(task, runs or [], human, prompt or [], data_root=data_root,
                                         split_seed=split_seed,
                                         verbalizer=_parse_label_words(label_words))
@@ -73,6 +80,7 @@ def compare(
         models = {e.result.model for e in entries if e.result is not None}
         model = models.pop() if len(models) == 1 else "smollm2-135m"
     comp = compare_prompts(task_obj, entries, model=model, split=split, limit=limit,
+                           limit_seed=limit_seed, scoring=scoring,
                            batch_size=batch_size, dtype=dtype, device=device, resamples=resamples, seed=seed,
                            similarity=similarity, cache_dir=cache_dir,
                            calibration=calibration, premise=premise)

@@ -16,6 +16,8 @@ from .. import (  # noqa: F401
     DataRootOpt,
     DeviceOpt,
     DtypeOpt,
+    LimitOpt,
+    LimitSeedOpt,
     PremiseOpt,
     SplitSeedOpt,
     _calibration,
@@ -35,7 +37,8 @@ def project(
     metric: Annotated[str, typer.Option("--metric", help="cosine, euclidean or dot.")] = "cosine",
     top: Annotated[int, typer.Option("--top", min=1, help="Neighbours to list per slot.")] = 5,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate the soft and projected prompt on.")] = "dev",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N examples.")] = None,
+    limit: LimitOpt = None,
+    limit_seed: LimitSeedOpt = 0,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate soft and projected prompts.")] = True,
     whole_words: Annotated[bool, typer.Option("--whole-words/--any-tokens", help="Project onto word-start alphabetic tokens only (the gradient search's filter).")] = True,
     ascii_only: Annotated[bool, typer.Option("--ascii-only/--any-script", help="Project onto printable-ASCII tokens only.")] = True,
@@ -83,7 +86,7 @@ def project(
     backend = load_model(model, dtype=dtype, device=device)
     report = project_soft_prompt(sp, backend, metric=metric, top_n=top, whole_words=whole_words,
                                  ascii_only=ascii_only, task=task_obj, template=template, split=split,
-                                 limit=limit, evaluate=evaluate, progress=True,
+                                 limit=limit, limit_seed=limit_seed, evaluate=evaluate, progress=True,
                                  calibration=calibration, premise=premise)
     table = Table(title=f"nearest tokens ({metric} distance) - {backend.name}")
     for col in ("slot", "nearest", "distance", "next neighbours"):
