@@ -120,6 +120,17 @@ def test_a_calibration_mode_records_the_offsets_the_estimator_gives(toy_file, ti
     assert fresh.offsets == pytest.approx(result.calibration["offsets"], abs=1e-4)
 
 
+def test_a_template_read_as_a_whole_sequence_keeps_its_own_label_words(toy_task, tiny_causal, tmp_path):
+    # "{sentence} a [P] film ." has text after [P]: a causal LM reads one sequence per label word,
+    # so the candidate is scored with its own words only (no screening of the word table)
+    _run(toy_task, tiny_causal, tmp_path / "run", rounds=0)
+    seq = [s for s in _scored(tmp_path / "run") if s["template"] == "{sentence} a [P] film ."]
+    assert seq and all(p.startswith("own/") for s in seq for p in s["picks"])
+    other = [p for s in _scored(tmp_path / "run") if s["template"] != "{sentence} a [P] film ."
+             for p in s["picks"]]
+    assert any(not p.startswith("own/") for p in other)
+
+
 # --- each part's switch -------------------------------------------------------------------
 @pytest.mark.parametrize("flag", ["no_generate", "no_edit", "no_demos", "no_verbalizer",
                                   "no_calibration", "no_cv"])

@@ -24,6 +24,7 @@ from ..core.errors import UserError
 from ..core.templates import Template
 from ..scoring.calibration import Calibration, content_free_inputs
 from ..scoring.scorer import PromptScorer
+from ..scoring.sequence import ScoringRule, needs_sequence
 from ..scoring.targets import predict_space
 from .auto_candidates import (
     Candidate,
@@ -116,6 +117,11 @@ class AutoPlan:
     def _usable_columns(self, space: bool) -> list[int]:
         return usable_columns(self.backend, self.table, self.labels, space)
 
+    def _whole_sequence(self, template: str) -> bool:
+        """Whether the model reads ``template`` as a whole sequence (text after [P] on a causal
+        LM: one forward row per label word, so no screening of many words)."""
+        return needs_sequence(self.backend, self._prepared(template), ScoringRule.DIRECT)
+
     def _seen_key(self, prepared: Template, demos, verbalizer) -> str:
         return json.dumps([repr(prepared.segments), list(demos), verbalizer], sort_keys=True)
 
@@ -135,10 +141,12 @@ class AutoPlan:
         cand = Candidate(len(self.cands), template, verbalizer, part, origin, parent, tuple(demos),
                          self.generation)
         cand.columns = self._usable_columns(predict_space(prepared))
-        if any(self.table.index(c, w) not in cand.columns
-               for c, lab in enumerate(self.labels) for w in verbalizer[lab]):
+        own = [self.table.index(c, w) for c, lab in enumerate(self.labels) for w in verbalizer[lab]]
+        if any(i not in cand.columns for i in own):
             self.notes.append(f"left out {template!r}: this model cannot score its label words")
             return None
+        if self._whole_sequence(template):  # one row per word and example: its own words only
+            cand.columns = [i for i in cand.columns if i in own]
         cand.columns = matrix_columns(cand, self.table, self.labels)
         self.cands.append(cand)
         return cand
@@ -213,11 +221,16 @@ class AutoPlan:
     def _space(self, cand: Candidate) -> bool:
         return predict_space(self._prepared(cand.template))
 
+    def _screens(self, cand: Candidate) -> bool:
+        """Whether ``cand`` chooses among verbalizers (not with demonstrations, which show its
+        own, nor for a template read as a whole sequence)."""
+        return not self.cfg.no_verbalizer and not cand.demos and not self._whole_sequence(cand.template)
+
     def options(self, cand: Candidate) -> list[Option]:
-        """The verbalizers a candidate chooses among (its own only with demonstrations)."""
+        """The verbalizers a candidate chooses among (its own only, unless it screens)."""
         task = self.task
         named = [("own", cand.verbalizer)]
-        if not self.cfg.no_verbalizer and not cand.demos:
+        if self._screens(cand):
             named.append(("task", task.verbalizer))
             named += [(f"human:{p.name or i}", p.verbalizer) for i, p in enumerate(task.prompts)
                       if p.verbalizer]
@@ -239,7 +252,7 @@ class AutoPlan:
         return Scores(self.store.m[cand.id][idx], self.gold[idx], self.folds[idx], self.options(cand),
                       len(self.labels), self.store.cf.get(cand.id) if Calibration.CONTENT_FREE in modes
                       else None, None if pmi is None else pmi[cand.columns],
-                      screen=not self.cfg.no_verbalizer and not cand.demos,
+                      screen=self._screens(cand),
                       column_class=[self.table.words[i].cls for i in cand.columns])
 
     def refit(self, cand: Candidate) -> Choice:
