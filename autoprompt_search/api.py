@@ -54,7 +54,7 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
     ``calibration`` (a mode) calibrates prompts without a stored calibration; a prompt with
     one (a result found with calibration) is scored with its stored offsets."""
     from .models import LMBackend, load_model
-    from .scoring.evaluation import evaluate_prompt
+    from .scoring.evaluation import evaluate_ensemble, evaluate_prompt
     from .scoring.sequence import scoring_rule
 
     if scoring is not None:
@@ -69,12 +69,17 @@ def evaluate_many(specs: list[PromptSpec], *, model: str | LMBackend, split: str
                 "template": spec.template, "model": backend.name, "split": split,
                 "scoring": scoring or spec.scoring}
         try:
-            ev = evaluate_prompt(backend, spec.task, spec.template, split, verbalizer=spec.verbalizer,
-                                 triggers=spec.triggers, fewshot=spec.fewshot,
-                                 batch_size=batch_size, limit=limit, progress=progress,
-                                 rule=base["scoring"], limit_seed=limit_seed,
-                                 calibration=spec_calibration(spec, calibration, scoring),
-                                 premise=premise)
+            if spec.ensemble:  # --strategy auto --ensemble K: the members as one predictor
+                ev = evaluate_ensemble(backend, spec, split, batch_size=batch_size, limit=limit,
+                                       limit_seed=limit_seed, progress=progress,
+                                       calibration=calibration, premise=premise, scoring=scoring)
+            else:
+                ev = evaluate_prompt(backend, spec.task, spec.template, split,
+                                     verbalizer=spec.verbalizer, triggers=spec.triggers,
+                                     fewshot=spec.fewshot, batch_size=batch_size, limit=limit,
+                                     progress=progress, rule=base["scoring"], limit_seed=limit_seed,
+                                     calibration=spec_calibration(spec, calibration, scoring),
+                                     premise=premise)
         except UserError as exc:
             if len(specs) == 1:
                 raise

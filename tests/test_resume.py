@@ -40,7 +40,10 @@ RUNS = {
                       "--init", "random", "--lr", "0.5"], 4),
     "pez": ("pez", ["--steps", "10", "--eval-every", "2", "--batch-size", "6",
                     "--init", "random", "--lr", "0.5"], 4),
+    "auto": ("auto", ["--rounds", "2", "--folds", "2", "--edits", "3", "--demo-proposals", "2",
+                      "--max-demos", "2", "--generate-max", "4", "--time-budget", "0"], 3),
 }
+NO_TEMPLATE = {"auto"}  # strategies that start from the task's prompts (no [T] template)
 TIMING_KEYS = ("time", "second", "elapsed", "created")
 
 
@@ -65,7 +68,8 @@ def setup(tmp_path_factory):
 def _argv(setup: Path, key: str, out: Path, resume: bool = False) -> list[str]:
     strategy, options, _ = RUNS[key]
     return ["search", "--strategy", strategy, "--task", str(setup / "toy.yaml"),
-            "--model", str(setup / "model"), "--template", TEMPLATE, "--out", str(out),
+            "--model", str(setup / "model"),
+            *([] if strategy in NO_TEMPLATE else ["--template", TEMPLATE]), "--out", str(out),
             "--seed", "1", *options, *(["--resume"] if resume else [])]
 
 

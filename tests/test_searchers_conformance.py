@@ -29,11 +29,13 @@ BUDGETS = {
     "soft": {"steps": 4, "batch_size": 6, "eval_every": 2, "init": "random", "lr": 0.5},
     "pez": {"steps": 4, "batch_size": 6, "eval_every": 2, "init": "random", "lr": 0.5},
     "optuna": {"trials": 6, "startup_trials": 2, "search_examples": 8, "plots": False},
+    "auto": {"rounds": 2, "folds": 2, "edits": 3, "demo_proposals": 2, "max_demos": 2,
+             "generate_max": 4, "time_budget": 0},
 }
 # the score a strategy reports for its saved (hard) prompt on the dev split; None: the strategy
 # reports no dev score of the saved prompt (optuna scores on a subset of train + dev)
 SAVED_DEV_SCORE = {"gradient": "dev_accuracy", "pez": "dev_accuracy",
-                   "soft": "projected_dev_accuracy", "optuna": None}
+                   "soft": "projected_dev_accuracy", "optuna": None, "auto": "dev_accuracy"}
 TIMING_KEYS = ("time", "second", "elapsed", "duration", "created", "datetime")
 
 
@@ -78,6 +80,8 @@ def _run(name, task, backend, out, seed, tmp_path, resume=False):
     template = TEMPLATE
     if name == "optuna":
         options["space"] = _space(tmp_path)
+        template = None
+    if name == "auto":  # starts from the task's human prompts (and fills no [T] slots)
         template = None
     return run_search(name, task=task, model=backend.name, template=template, out=out,
                       seed=seed, options=options, backend=backend, progress=False, resume=resume)

@@ -31,7 +31,7 @@ from ..core.tasks import Task
 from ..core.templates import Field, Predict, Template, Text, Trigger
 from ..models import LMBackend, load_model
 from ..scoring.calibration import Calibration, CalibrationRecord
-from ..scoring.evaluation import Evaluation, evaluate_prompt
+from ..scoring.evaluation import Evaluation, evaluate_ensemble, evaluate_prompt
 from ..scoring.sequence import scoring_rule
 from ..scoring.specs import PromptSpec, check_stored_rule, load_task, spec_from_result
 from .fluency import perplexity
@@ -261,6 +261,11 @@ def _cache_key(backend: LMBackend, task: Task, spec: PromptSpec, split: str,
         key["scoring"] = scoring
     if calibration is not None:
         key["calibration"] = calibration
+    if spec.ensemble:  # the members, their weights and stored calibrations decide it too
+        key["ensemble"] = [[m.template, m.verbalizer, list(m.triggers), w,
+                            None if m.fewshot is None else [d.id for d in m.fewshot.demos],
+                            None if m.calibration is None else m.calibration.to_json()]
+                           for m, w in spec.ensemble]
     if backend.dtype != torch.float32:  # float32 keys stay as they were, so old caches still match
         key["dtype"] = str(backend.dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -300,10 +305,14 @@ def _evaluate(backend, task, spec, split, limit, batch_size, cache_dir,
         path = Path(cache_dir) / f"{name}.json"
         if path.is_file():
             return Evaluation.from_json(json.loads(path.read_text()), split)
-    ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
-                         triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
-                         limit=limit, limit_seed=limit_seed, rule=rule, calibration=calibration,
-                         premise=premise)
+    if spec.ensemble:  # --strategy auto --ensemble K: the members as one predictor
+        ev = evaluate_ensemble(backend, spec, split, batch_size=batch_size, limit=limit,
+                               limit_seed=limit_seed, premise=premise, scoring=scoring)
+    else:
+        ev = evaluate_prompt(backend, task, spec.template, split, verbalizer=spec.verbalizer,
+                             triggers=spec.triggers, fewshot=spec.fewshot, batch_size=batch_size,
+                             limit=limit, limit_seed=limit_seed, rule=rule,
+                             calibration=calibration, premise=premise)
     if path is not None:
         write_json(path, ev.to_json())
     return ev

@@ -14,7 +14,8 @@ A calibrated prompt carries its calibration record (mode, offsets per class, wha
 estimated from) and every format states the decision rule it needs: ``extra.export.rule`` in
 json/jsonl, a third tab-separated column in txt (``predict argmax_c log p(c|x) - offset_c
 ...``). :func:`calibrate_results` estimates offsets for results saved without any
-(``export --calibration MODE``).
+(``export --calibration MODE``). An ensemble (``--strategy auto --ensemble K``) is exported as
+its K member prompts with their weights (json/jsonl: ``extra.ensemble``; txt: a line each).
 
 :func:`fill_prompts` writes, for every row of a data file, the prompt filled in with
 that row (demonstrations included), ready to paste into another system.
@@ -100,31 +101,50 @@ def calibration_of(result: PromptResult) -> CalibrationRecord:
     return CalibrationRecord.from_json(result.calibration) or CalibrationRecord(Calibration.NONE)
 
 
+def ensemble_members(result: PromptResult) -> list[dict[str, Any]]:
+    """The member prompts of an ensemble result (``--strategy auto --ensemble K``); [] otherwise."""
+    return ((result.extra or {}).get("ensemble") or {}).get("members", [])
+
+
 def export_record(e: Exported) -> dict[str, Any]:
     """The result record with export provenance and the decision rule under ``extra.export``."""
     record = e.result.to_dict()
+    rule = calibration_of(e.result).decision_rule()
+    members = ensemble_members(e.result)
+    if members:
+        rule = (f"{e.result.extra['ensemble']['rule']}; members (extra.ensemble.members): "
+                + "; ".join(f"weight {m['weight']:.6f}: {m['prompt']!r}" for m in members))
     record["extra"] = {**record.get("extra", {}), "export": {
         "source": str(e.source),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "text": e.result.prompt,
         "label_words": label_words_text(e.result.verbalizer),
-        "rule": calibration_of(e.result).decision_rule(),
+        "rule": rule,
     }}
     return record
 
 
 def export_text(items: list[Exported]) -> str:
     """One line per prompt: template, tab, label words (and, for a calibrated prompt, a tab
-    and its decision rule with the offsets)."""
+    and its decision rule with the offsets); an ensemble gives one line per member, its weight
+    in the third column."""
     lines = []
     for e in items:
-        if "\n" in e.result.prompt or "\t" in e.result.prompt:
-            raise UserError(f"{e.source}: the prompt holds a tab or newline; export it as json or jsonl")
-        line = f"{e.result.prompt}\t{label_words_text(e.result.verbalizer)}"
-        cal = calibration_of(e.result)
-        if cal.active:
-            line += "\t" + cal.decision_rule()
-        lines.append(line)
+        members = ensemble_members(e.result)
+        prompts = [(m["prompt"], m["verbalizer"], CalibrationRecord.from_json(m["calibration"]),
+                    f"ensemble member {k + 1} of {len(members)}, weight {m['weight']:.6f}")
+                   for k, m in enumerate(members)] or [(e.result.prompt, e.result.verbalizer,
+                                                       calibration_of(e.result), "")]
+        for prompt, verbalizer, cal, member in prompts:
+            if "\n" in prompt or "\t" in prompt:
+                raise UserError(f"{e.source}: the prompt holds a tab or newline; export it as json or jsonl")
+            line = f"{prompt}\t{label_words_text(verbalizer)}"
+            rules = [member] if member else []
+            if cal is not None and cal.active:
+                rules.append(cal.decision_rule())
+            if rules:
+                line += "\t" + "; ".join(rules)
+            lines.append(line)
     return "".join(line + "\n" for line in lines)
 
 
@@ -168,6 +188,12 @@ def export_prompts(paths: list[Path], fmt: str, out: Path | None, *, data_root=N
     if fmt in (ExportFormat.PEFT.value, ExportFormat.LM_EVAL.value) and out is None:
         raise UserError(f"--format {fmt} writes a folder: pass --out FOLDER")
     items = load_results(paths)
+    if fmt in (ExportFormat.PEFT.value, ExportFormat.LM_EVAL.value):
+        for e in items:
+            if ensemble_members(e.result):
+                raise UserError(f"{e.source} is an ensemble of {len(ensemble_members(e.result))} "
+                                f"prompts; --format {fmt} writes one prompt: export it as json, "
+                                "jsonl or txt")
     if calibration is not None:
         calibrate_results(items, calibration, premise=premise, data_root=data_root)
     if fmt == ExportFormat.PEFT.value:

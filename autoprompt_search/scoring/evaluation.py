@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..core.data import Example
+from ..core.errors import UserError
 from ..core.sampling import stratified_sample
 from ..core.tasks import Task
 from ..models.base import LMBackend
@@ -146,6 +147,42 @@ def evaluate_examples(scorer: PromptScorer, examples: Sequence[Example], trigger
     scores = targets.words.class_scores(engine.word_logprobs(batch, progress=progress))
     return evaluation_from_scores(scorer.template.source, split, scores, batch.gold.tolist(),
                                   targets, record)
+
+
+def ensemble_scores(calibrated: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """``[N, C]`` class scores of an ensemble: the weighted sum of its members' calibrated class
+    scores, each renormalised over the classes (log-softmax)."""
+    out = torch.zeros(calibrated[0].shape, dtype=torch.float64)
+    for scores, weight in zip(calibrated, weights):
+        out += float(weight) * torch.log_softmax(torch.as_tensor(scores).double(), -1)
+    return out.float()
+
+
+def evaluate_ensemble(backend: LMBackend, spec, split: str = "test", *, batch_size: int = 32,
+                      limit: int | None = None, limit_seed: int = 0, progress: bool = False,
+                      calibration: Calibration | str | None = None, premise: str | None = None,
+                      scoring: str | None = None) -> Evaluation:
+    """Score an ensemble spec (:class:`~autoprompt_search.scoring.specs.PromptSpec` with
+    ``ensemble`` members) as one predictor: each member on the same examples (``limit``: the
+    same stratified sample as :func:`evaluate_prompt`) under its own scoring rule (``scoring``
+    overrides it) with its stored calibration, then :func:`ensemble_scores`."""
+    from .specs import spec_calibration
+
+    scores, gold = [], None
+    for member, _ in spec.ensemble:
+        ev = evaluate_prompt(backend, member.task, member.template, split, verbalizer=member.verbalizer,
+                             triggers=member.triggers, fewshot=member.fewshot, batch_size=batch_size,
+                             limit=limit, limit_seed=limit_seed, progress=progress,
+                             rule=scoring or member.scoring,
+                             calibration=spec_calibration(member, calibration, scoring),
+                             premise=premise)
+        if gold is not None and ev.gold != gold:
+            raise UserError("the ensemble's members were scored on different examples")
+        gold = ev.gold
+        scores.append(torch.tensor(ev.scores))
+    combined = ensemble_scores(scores, [w for _, w in spec.ensemble])
+    return evaluation_from_scores(spec.name or spec.template, split, combined, gold,
+                                  list(spec.task.labels))
 
 
 def object_token_ids(backend: LMBackend, scorer, words: Sequence[str]) -> dict[str, int]:

@@ -32,6 +32,9 @@ class PromptSpec:
     model: str | None = None  # the model the triggers were found for
     calibration: CalibrationRecord | None = None  # stored offsets the prompt is scored with
     scoring: str = "direct"  # the scoring rule (ScoringRule) its scores are read with
+    # an ensemble (``--strategy auto --ensemble K``): its member prompts with their weights,
+    # scored as one predictor (the weighted sum of calibrated class log-probabilities)
+    ensemble: list[tuple[PromptSpec, float]] = field(default_factory=list)
 
 
 def load_task(task: str | Path, data_root=None, split_seed=None) -> Task:
@@ -52,25 +55,44 @@ def result_task(result: PromptResult, data_root=None, split_seed=None) -> Task:
 
 
 def spec_from_result(result: PromptResult, data_root=None, split_seed=None) -> PromptSpec:
-    """A saved result as something to evaluate (the template with its trigger ids)."""
-    from ..models.encoding import FewShot
+    """A saved result as something to evaluate (the template with its trigger ids). Without
+    ``split_seed``, the split seed the result was found on (its demonstrations are that split's
+    examples), as ``compare`` and ``export`` read it."""
+    if split_seed is None:
+        split_seed = (result.config or {}).get("data_seed")
+    return result_spec(result, result_task(result, data_root, split_seed))
 
-    task = result_task(result, data_root, split_seed)
-    fewshot = None
-    if result.fewshot:
-        split = result.fewshot.get("split", "train")
-        by_id = {ex.id: ex for ex in task.examples(split)}
-        fewshot = FewShot(result.fewshot.get("instruction", ""),
-                          tuple(by_id[i] for i in result.fewshot.get("demo_ids", [])),
-                          result.fewshot.get("separator", "\n"))
+
+def result_spec(result: PromptResult, task: Task) -> PromptSpec:
+    """A saved result as something to evaluate on ``task`` (an ensemble with its members)."""
+    spec = _spec(task, result.template, result.prompt, result.verbalizer, result.trigger_ids,
+                 result.fewshot, result.model, result.calibration, result.scoring)
+    members = (result.extra or {}).get("ensemble") or {}
+    for m in members.get("members", []):
+        spec.ensemble.append((_spec(task, m["template"], m["prompt"], m.get("verbalizer"),
+                                    m.get("trigger_ids", []), m.get("fewshot"), result.model,
+                                    m.get("calibration"), result.scoring), float(m["weight"])))
+    return spec
+
+
+def _spec(task: Task, template: str, prompt: str, verbalizer, trigger_ids, fewshot_record,
+          model, calibration_record, scoring: str = "direct") -> PromptSpec:
+    from ..models.encoding import FewShot
     from .calibration import CalibrationRecord
 
-    calibration = CalibrationRecord.from_json(result.calibration)
-    if result.trigger_ids and "[T]" in result.template:
-        return PromptSpec(task, result.template, result.prompt, result.verbalizer or None,
-                          list(result.trigger_ids), fewshot, result.model, calibration, result.scoring)
-    return PromptSpec(task, result.prompt, result.prompt, result.verbalizer or None, [], fewshot,
-                      result.model, calibration, result.scoring)
+    fewshot = None
+    if fewshot_record:
+        split = fewshot_record.get("split", "train")
+        by_id = {ex.id: ex for ex in task.examples(split)}
+        fewshot = FewShot(fewshot_record.get("instruction", ""),
+                          tuple(by_id[i] for i in fewshot_record.get("demo_ids", [])),
+                          fewshot_record.get("separator", "\n"))
+    calibration = CalibrationRecord.from_json(calibration_record)
+    if trigger_ids and "[T]" in template:
+        return PromptSpec(task, template, prompt, verbalizer or None, list(trigger_ids), fewshot,
+                          model, calibration, scoring)
+    return PromptSpec(task, prompt, prompt, verbalizer or None, [], fewshot, model, calibration,
+                      scoring)
 
 
 def spec_calibration(spec: PromptSpec, calibration: Calibration | str | None,

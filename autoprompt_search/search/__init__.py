@@ -7,3 +7,4 @@ __all__ = ["SearchContext", "Searcher", "strategies"]
 from . import gradient  # noqa: E402,F401  (registers "gradient")
 from . import blackbox  # noqa: E402,F401  (registers the 'optuna' strategy)
 from . import pez, soft  # noqa: E402,F401  (registers "pez" and "soft")
+from . import auto  # noqa: E402,F401  (registers "auto")

@@ -237,6 +237,14 @@ class Searcher:
     def save_artifacts(self, ctx: SearchContext, result: PromptResult) -> None:
         """Write files besides ``result.json`` into the run folder (called by :meth:`search`)."""
 
+    def progress(self, state: SearchState) -> dict[str, str]:
+        """What the progress bar shows after each step (default: the best dev accuracy)."""
+        return {"best_dev": f"{state.best_accuracy:.3f}"}
+
+    def progress_total(self) -> int | None:
+        """The progress bar's length in steps (None: unknown, the bar counts)."""
+        return self.config.budget
+
     # --- the loop -----------------------------------------------------------------------------
     def search(self, ctx: SearchContext) -> PromptResult:
         """Run the search (or resume it) and return the best prompt found; with a run folder,
@@ -275,7 +283,8 @@ class Searcher:
         cfg = self.config
         budget = cfg.budget
         started = time.perf_counter() - state.elapsed
-        bar = tqdm(total=budget, initial=min(state.step, budget), desc=f"{self.name} search",
+        total = self.progress_total()
+        bar = tqdm(total=total, initial=min(state.step, budget), desc=f"{self.name} search",
                    unit=self.unit, disable=not ctx.progress)
         try:
             while state.stopped is None and state.step < budget:
@@ -308,7 +317,7 @@ class Searcher:
                     if due or state.stopped is not None:
                         self._checkpoint(ctx, state)
                 bar.update(1)
-                postfix = {"best_dev": f"{state.best_accuracy:.3f}"}
+                postfix = self.progress(state)
                 if isinstance(record.get("loss"), float):
                     postfix["loss"] = f"{record['loss']:.3f}"
                 bar.set_postfix(postfix)

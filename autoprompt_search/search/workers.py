@@ -10,6 +10,11 @@ examples) and hands them to a :class:`WorkerPool`:
   (``ray_address="auto"`` or ``HOST:PORT``). An actor or node that dies mid-job gives
   back a *lost* outcome: the coordinator re-queues the job on a live actor, and the
   pool starts a replacement actor where the cluster still has room.
+
+A job's ``kind`` says what it returns: ``correct`` (the black-box search: one 0/1 score per
+example) or ``words`` (the ``auto`` search: each example's log-probability of every label word
+of the design's verbalizer, ``[n, W]``, from which verbalizers and calibrations are chosen
+without another pass).
 """
 
 from __future__ import annotations
@@ -73,12 +78,13 @@ class Job:
     steps: tuple[int, ...]  # fixed example ids (positions in the search set), reported to the pruner
     examples: tuple[Example, ...]
     attempts: int = 0
+    kind: str = "correct"  # correct: 0/1 per example; words: [n, W] label-word log-probs
 
 
 @dataclass
 class Outcome:
     job: Job
-    scores: list[float] | None = None  # one per example: 1.0 correct, 0.0 wrong
+    scores: list | None = None  # correct: one per example (1.0 / 0.0); words: [n, W] log-probs
     error: UserError | None = None  # the design cannot be scored (bad template for this model, ...)
     lost: bool = False  # the worker died: re-queue the job
 
@@ -125,6 +131,20 @@ class DesignEvaluator:
         ev = evaluate_examples(self.scorer(design), list(examples), design.triggers, "search",
                                calibration=self.record(design))
         return ev.correct.astype(float).tolist()
+
+    def word_scores(self, design: Design, examples: Sequence[Example]) -> list[list[float]]:
+        """``[n, W]``: each example's log-probability of every label word of the design's
+        verbalizer (classes in task order, words in verbalizer order; labels unused)."""
+        scorer = self.scorer(design)
+        engine = scorer.engine()
+        batch = engine.encode(list(examples), design.triggers, gold=[-1] * len(examples))
+        return engine.word_logprobs(batch).float().cpu().tolist()
+
+    def run(self, job: Job) -> list:
+        """What ``job`` asks for (its ``kind``)."""
+        if job.kind == "words":
+            return self.word_scores(job.design, job.examples)
+        return self.score(job.design, job.examples)
 
 
 @dataclass
@@ -225,7 +245,7 @@ class InProcessPool(WorkerPool):
             return []
         job = self._queue.pop(0)
         try:
-            return [Outcome(job, scores=self.evaluator.score(job.design, job.examples))]
+            return [Outcome(job, scores=self.evaluator.run(job))]
         except UserError as exc:
             return [Outcome(job, error=exc)]
 
@@ -294,6 +314,9 @@ def _actor_class():
 
         def score(self, design: Design, examples: Sequence[Example]) -> list[float]:
             return self.evaluator.score(design, examples)
+
+        def word_scores(self, design: Design, examples: Sequence[Example]) -> list[list[float]]:
+            return self.evaluator.word_scores(design, examples)
 
     return ScoringActor
 
@@ -405,7 +428,8 @@ class RayPool(WorkerPool):
         if not ready:
             raise RuntimeError("submit() with no free slot")
         actor = min(ready, key=lambda a: len(a.jobs))
-        actor.jobs[actor.handle.score.remote(job.design, job.examples)] = job
+        method = actor.handle.word_scores if job.kind == "words" else actor.handle.score
+        actor.jobs[method.remote(job.design, job.examples)] = job
 
     def poll(self) -> list[Outcome]:
         ray = self._ray
