@@ -69,6 +69,8 @@ def _files() -> dict[str, str | bytes]:
         "prompt-field.yaml": TASK.replace("'{sentence} it was [P] .'", "'{review} it was [P] .'"),
         "prompt-two-p.yaml": TASK.replace("'{sentence} it was [P] .'", "'[P] {sentence} [P]'"),
         "prompt-entry.yaml": TASK.replace("['{sentence} it was [P] .']", "[{name: x}]"),
+        "standard.yaml": TASK.replace("['{sentence} it was [P] .']", "[{name: it-was, template: '{sentence} it was [P] .'}]")
+        + "standard: it-wass\n",
         "prompt-verb.yaml": TASK.replace("['{sentence} it was [P] .']",
                                          "[{template: '{sentence} [P] .', verbalizer: {neg: [bad]}}]"),
         "data-key.yaml": TASK.replace("test: d.tsv}", "test: d.tsv, valid: d.tsv}"),
@@ -147,6 +149,11 @@ CASES = [
     ("limit-zero", [*EV, "--human", "--limit", "0"], "greater than or equal to 1"),
     ("batch-size-negative", [*EV, "--human", "--batch-size", "-4"], "'--batch-size'"),
     ("resamples-too-few", ["compare", "--resamples", "5"], "'--resamples'"),
+    ("select-on-choice", ["compare", "--task", "task.yaml", "--select-on", "test"],
+     "--select-on: 'test' is not one of dev, cv"),
+    ("folds-one", ["compare", "--task", "task.yaml", "--select-on", "cv", "--folds", "1"],
+     "--folds must be at least 2"),
+    ("folds-without-cv", ["compare", "--task", "task.yaml", "--folds", "3"], "--folds goes with --select-on cv"),
     ("long-inputs-choice", [*EV, "--human", "--long-inputs", "cut"], "'--long-inputs'"),
     ("validate-without-files", ["validate"], "missing argument"),
     ("list-what", ["list", "things"], "'things' is not one of 'tasks', 'models', 'strategies'"),
@@ -183,6 +190,7 @@ CASES = [
     ("template-two-p", ["validate", "prompt-two-p.yaml"], "2 [P] slots"),
     ("template-unknown-field", ["validate", "prompt-field.yaml"], "uses {review}"),
     ("prompt-without-template", ["validate", "prompt-entry.yaml"], "has no 'template'"),
+    ("task-standard", ["validate", "standard.yaml"], "standard 'it-wass' names no prompt of the task (did you mean 'it-was'"),
     ("unknown-task", ["evaluate", "--task", "sst2", "--human"], "did you mean 'sst-2'"),
     # data files
     ("data-not-found", ["validate", "--data", "missing-data.yaml"], "data file not found"),

@@ -4,9 +4,11 @@
 ``result.json`` files, the task's human prompts, templates typed by the user);
 :func:`compare_prompts` evaluates them all on one split with one model and returns
 a :class:`Comparison`: per prompt accuracy and macro-F1 with bootstrap intervals,
-a paired test against the best human prompt, semantic similarity to the human
-prompts, fluency (the LM's perplexity of the prompt text) and length in tokens,
-plus the spread across the human prompts. :mod:`autoprompt_search.analysis.report` renders it.
+paired tests against the human prompt a user would pick (best on dev, or by cross-validation)
+and against the oracle (the best human prompt on the compared split), semantic similarity to
+the human prompts, fluency (the LM's perplexity of the prompt text) and length in tokens, plus
+the human baselines (:mod:`.baselines`: the literature's standard prompt, the selected one, the
+spread, the oracle). :mod:`autoprompt_search.analysis.report` renders it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ from ..scoring.calibration import Calibration, CalibrationRecord
 from ..scoring.evaluation import Evaluation, evaluate_ensemble, evaluate_prompt
 from ..scoring.sequence import scoring_rule
 from ..scoring.specs import PromptSpec, check_stored_rule, load_task, spec_from_result
+from .baselines import (
+    ScoredHuman,
+    SelectOn,
+    baseline_block,
+    cv_scores,
+    examples_scorer,
+    parse_selection,
+)
 from .fluency import perplexity
 from .stats import DEFAULT_RESAMPLES, accuracy_ci, macro_f1_ci, paired_bootstrap, spread
 
@@ -52,6 +62,7 @@ class PromptEntry:
     source: str = ""
     run_dir: Path | None = None  # run folder of a found prompt (for its search curve)
     result: PromptResult | None = None
+    index: int | None = None  # a human prompt's position in the task file
 
 
 @dataclass
@@ -69,6 +80,14 @@ class Comparison:
     settings: dict[str, Any] = field(default_factory=dict)
     retrieval: bool = False
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # the human baselines (see :mod:`.baselines`): {"select_on", "folds", "fold_seed",
+    # "reference": the prompt every row is tested against, "variants": one block per calibration}
+    baselines: dict[str, Any] | None = None
+
+    @property
+    def reference(self) -> dict[str, Any] | None:
+        """The selected human prompt the p-values are against (name, label, calibration)."""
+        return (self.baselines or {}).get("reference")
 
     def to_dict(self) -> dict[str, Any]:
         from ..core.results import provenance
@@ -76,6 +95,7 @@ class Comparison:
         return {"format": "autoprompt-search/compare", "task": self.task, "model": self.model,
                 "split": self.split, "n": self.n, "retrieval": self.retrieval,
                 "best_human": self.best_human, "human_spread": self.human_spread,
+                "baselines": self.baselines,
                 "settings": self.settings, "rows": self.rows, "skipped": self.skipped,
                 "curves": self.curves,
                 "versions": provenance()}
@@ -86,7 +106,8 @@ class Comparison:
             raise UserError("not a compare.json file written by autoprompt-search compare")
         return cls(data["task"], data["model"], data["split"], data["n"], data["rows"],
                    data.get("human_spread"), data.get("best_human"), data.get("curves", {}),
-                   data.get("settings", {}), data.get("retrieval", False), data.get("skipped", []))
+                   data.get("settings", {}), data.get("retrieval", False), data.get("skipped", []),
+                   data.get("baselines"))
 
 
 # --- gathering prompts -------------------------------------------------------------
@@ -143,7 +164,7 @@ def collect_prompts(task: str | Path | None, found: list[Path] | None = None, hu
         for i, p in enumerate(task_obj.prompts):
             spec = PromptSpec(task_obj, p.template, p.name or p.template, verbalizer or p.verbalizer)
             entries.append(PromptEntry(unique(p.name or f"human-{i + 1}"), "human", spec, p.template,
-                                       p.source or task_obj.source))
+                                       p.source or task_obj.source, index=i))
     for i, t in enumerate(typed or []):
         Template.parse(t, task_obj.fields)
         spec = PromptSpec(task_obj, t, t, verbalizer)
@@ -325,20 +346,29 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                     similarity: bool = True, embed=embed_texts, cache_dir: str | Path | None = None,
                     progress: bool = True, device: str | None = "auto",
                     calibration: Calibration | str | None = None,
-                    premise: str | None = None) -> Comparison:
+                    premise: str | None = None, select_on: SelectOn | str = SelectOn.DEV,
+                    folds: int | None = None) -> Comparison:
     """Evaluate every prompt on the same examples of ``split`` and measure them.
 
     Found prompts are scored with their stored calibration; the others with ``calibration``
     (default: the mode the found prompts share, else none), estimated per prompt.
+
+    The human baselines (:mod:`.baselines`) are computed for no calibration and, when the human
+    prompts are calibrated, for that mode too; the human prompt a user would pick is chosen on
+    all of dev (``select_on="dev"``) or by ``folds``-fold cross-validation on train + dev
+    (``"cv"``, folds drawn with ``seed``). Every prompt is tested against that selected prompt
+    (``vs_selected``, under the humans' mode) and against the oracle (``vs_oracle``).
 
     With ``cache_dir``, per-prompt evaluations are stored there (keyed by model, examples,
     template, verbalizer, triggers and few-shot framing) and reused by later comparisons.
     ``limit`` draws a class-stratified sample (seed ``limit_seed``); ``scoring`` is the scoring
     rule of every prompt (None: each prompt's own, direct unless its result records another).
     """
+    how, folds = parse_selection(select_on, folds)  # a bad choice is reported before the model loads
     backend = model if isinstance(model, LMBackend) else load_model(model, dtype=dtype, device=device)
     mode = default_calibration(entries) if calibration is None else Calibration.parse(calibration)
     evals, kept, skipped = [], [], []
+    human_skipped: dict[int, str] = {}
     for entry in tqdm(entries, desc="prompts", unit="prompt", disable=not progress):
         spec = entry.spec
         if spec.triggers and spec.model and spec.model != backend.name:
@@ -351,6 +381,8 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
         except UserError as exc:  # a prompt this model cannot read (e.g. [P] first for a causal LM)
             skipped.append({"name": entry.name, "kind": entry.kind, "prompt": entry.text,
                             "reason": str(exc)})
+            if entry.kind == "human" and entry.index is not None:
+                human_skipped[entry.index] = str(exc)
             continue
         evals.append(ev)
         kept.append(entry)
@@ -388,6 +420,7 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
             row["search_scores"] = entry.result.scores
         rows.append(row)
     humans = [i for i, e in enumerate(entries) if e.kind == "human"]
+    # the oracle: the best human prompt on this split (ties: the task file's order)
     best_human = max(humans, key=lambda i: rows[i]["accuracy"]) if humans else None
     human_spread = None
     if humans:
@@ -395,16 +428,25 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
         human_spread = {"accuracy": acc.to_dict()}
         if not retrieval:
             human_spread["macro_f1"] = spread([rows[i]["macro_f1"] for i in humans]).to_dict()
-    for i, row in enumerate(rows):
-        row["vs_best_human"] = None
-        if best_human is None or i == best_human:
-            continue
-        a, b = evals[i], evals[best_human]
-        if len(a.gold) != len(b.gold) or list(a.gold) != list(b.gold):
-            row["vs_best_human"] = {"skipped": "the prompts were scored on different examples"}
-            continue
-        row["vs_best_human"] = paired_bootstrap(a.correct, b.correct, resamples=resamples,
-                                                seed=seed).to_dict()
+    baselines = None
+    if humans:
+        evaluate = _Evaluator(backend, task, split, limit, limit_seed, batch_size, cache_dir,
+                              premise, scoring)
+        baselines = human_baselines(task, [(entries[i], evals[i]) for i in humans], mode, how,
+                                    folds, seed, evaluate, human_skipped)
+    reference = _row_index(rows, baselines["reference"]["name"]) if baselines and \
+        baselines.get("reference") else None
+    for key, against in (("vs_selected", reference), ("vs_oracle", best_human)):
+        for i, row in enumerate(rows):
+            row[key] = None
+            if against is None or i == against:
+                continue
+            a, b = evals[i], evals[against]
+            if len(a.gold) != len(b.gold) or list(a.gold) != list(b.gold):
+                row[key] = {"skipped": "the prompts were scored on different examples"}
+                continue
+            row[key] = paired_bootstrap(a.correct, b.correct, resamples=resamples,
+                                        seed=seed).to_dict()
     if similarity and humans:
         human_words = [rows[i]["words"] for i in humans]
         sims = similarity_to_humans([r["words"] for r in rows], human_words, embed)
@@ -426,7 +468,90 @@ def compare_prompts(task: Task, entries: list[PromptEntry], *, model: str | LMBa
                        "similarity": "all-MiniLM-L6-v2" if similarity and humans else None,
                        "split_seed": task.seed, "task_source": task.source,
                        "calibration": (mode or Calibration.NONE).value, "premise": premise,
-                       "task_verbalizer": task.verbalizer}, retrieval, skipped)
+                       "task_verbalizer": task.verbalizer}, retrieval, skipped, baselines)
+
+
+def _row_index(rows: list[dict[str, Any]], name: str | None) -> int | None:
+    return next((i for i, r in enumerate(rows) if r["name"] == name), None)
+
+
+@dataclass
+class _Evaluator:
+    """The comparison's settings, for the extra evaluations the baselines need."""
+
+    backend: LMBackend
+    task: Task
+    split: str
+    limit: int | None
+    limit_seed: int
+    batch_size: int
+    cache_dir: str | Path | None
+    premise: str | None
+    scoring: str | None
+
+    def on_split(self, spec: PromptSpec, calibration: Calibration, split: str | None = None
+                 ) -> Evaluation:
+        """``spec`` on the compared split (its --limit sample), or on all of ``split``."""
+        cal = None if calibration is Calibration.NONE else calibration
+        if split is None:
+            return _evaluate(self.backend, self.task, spec, self.split, self.limit, self.batch_size,
+                             self.cache_dir, cal, self.premise, self.limit_seed, self.scoring)
+        return _evaluate(self.backend, self.task, spec, split, None, self.batch_size,
+                         self.cache_dir, cal, self.premise, 0, self.scoring)
+
+    def on_examples(self):
+        rule = scoring_rule(self.scoring or "direct").value
+        return examples_scorer(self.backend, self.task, batch_size=self.batch_size, rule=rule,
+                               premise=self.premise)
+
+
+def human_baselines(task: Task, humans: list[tuple[PromptEntry, Evaluation]], mode: Calibration | None,
+                    how: SelectOn, folds: int | None, seed: int, evaluate: _Evaluator,
+                    skipped: dict[int, str]) -> dict[str, Any]:
+    """The baseline blocks (:func:`~.baselines.baseline_block`) for no calibration and for
+    ``mode`` (the calibration the human rows are scored with), and the reference prompt: the
+    selected one under ``mode``."""
+    primary = mode or Calibration.NONE
+    variants = [Calibration.NONE] + ([primary] if primary is not Calibration.NONE else [])
+    blocks = []
+    for cal in variants:
+        prompts = []
+        for entry, ev in humans:
+            test = ev if cal is primary else evaluate.on_split(entry.spec, cal)
+            prompts.append(ScoredHuman(entry.name, entry.index if entry.index is not None else 0,
+                                       entry.spec, test))
+        prompts.sort(key=lambda h: h.index)
+        selection = _selection(task, prompts, cal, how, folds, seed, evaluate)
+        blocks.append(baseline_block(task, prompts, cal, selection, skipped, evaluate.split))
+    ref = next(b for b in blocks if b["calibration"] == primary.value)["selected"]
+    reference = None if ref.get("name") is None else {
+        "name": ref["name"], "label": ref["label"], "calibration": primary.value}
+    return {"select_on": how.value, "folds": folds, "fold_seed": seed if how is SelectOn.CV else None,
+            "primary": primary.value, "reference": reference, "variants": blocks}
+
+
+def _selection(task: Task, prompts: list[ScoredHuman], cal: Calibration, how: SelectOn,
+               folds: int | None, seed: int, evaluate: _Evaluator) -> dict[str, Any]:
+    """Each human prompt's selection score: accuracy on all of dev, or mean held-out accuracy
+    over the folds of train + dev; a reason instead when the task cannot give one."""
+    out: dict[str, Any] = {"on": how.value, "folds": folds}
+    used = ("dev",) if how is SelectOn.DEV else ("train", "dev")
+    if evaluate.split in used:
+        out["note"] = (f"the selection data ({' + '.join(used)}) include the compared split "
+                       f"({evaluate.split}): this choice is not held out")
+    try:
+        if how is SelectOn.DEV:
+            evs = [evaluate.on_split(h.spec, cal, "dev") for h in prompts]
+            out.update(scores={h.name: ev.metrics["accuracy"] for h, ev in zip(prompts, evs)},
+                       n=evs[0].metrics["n"] if evs else 0)
+        else:
+            score = evaluate.on_examples()
+            accs, n = cv_scores(task, [h.spec for h in prompts], folds or 0, seed,
+                                lambda spec, ex, rest: score(spec, ex, rest, cal))
+            out.update(scores={h.name: a for h, a in zip(prompts, accs)}, n=n)
+    except UserError as exc:  # e.g. a task without a dev split
+        out.update(scores=None, reason=str(exc))
+    return out
 
 
 def load_comparison(path: str | Path) -> Comparison:

@@ -69,40 +69,107 @@ def describe(row: dict[str, Any], comp: Comparison) -> str:
     return text
 
 
+def reference_label(comp: Comparison) -> str:
+    """``dev-selected human prompt '<name>'``: what the p-values are against."""
+    ref = comp.reference
+    if not ref:
+        return "selected human prompt (none)"
+    return f"{ref['label']} human prompt '{ref['name']}'"
+
+
 def table_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table (shared by terminal, HTML and Markdown)."""
     metric = "P@1" if comp.retrieval else "acc"
+    ref = comp.reference
+    against = ref["label"] if ref else "selected"
     header = ["prompt", "kind", f"{metric} %", "95% CI", "macro-F1 %", "95% CI",
-              "Δ vs best human", "p (McNemar)", "sim. to human", "perplexity", "tokens"]
+              f"Δ vs {against}", f"p vs {reference_label(comp)}", "p vs oracle",
+              "sim. to human", "perplexity", "tokens"]
     cells = []
     for r in sorted_rows(comp):
         sim = r.get("similarity") or {}
         cells.append([
             f"{r['name']}: {describe(r, comp)}",
             r["kind"], _pct(r["accuracy"]), _ci(r["accuracy_ci"]), _pct(r.get("macro_f1")),
-            _ci(r.get("macro_f1_ci")), _delta(r.get("vs_best_human")), _p(r.get("vs_best_human")),
-            _num(sim.get("max"), ".2f") if sim else "-", _num(r.get("perplexity")),
-            str(r["length_tokens"]),
+            _ci(r.get("macro_f1_ci")), _delta(r.get("vs_selected")), _p(r.get("vs_selected")),
+            _p(r.get("vs_oracle")), _num(sim.get("max"), ".2f") if sim else "-",
+            _num(r.get("perplexity")), str(r["length_tokens"]),
         ])
+    return header, cells
+
+
+def baseline_rows(comp: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the human-baselines table: per calibration, the literature's
+    standard prompt, the selected one, the spread and the oracle (test scores)."""
+    metric = "P@1" if comp.retrieval else "acc"
+    header = ["baseline", "calibration", "prompt", f"{metric} %", "macro-F1 %", "how it is chosen"]
+    cells: list[list[str]] = []
+    for b in (comp.baselines or {}).get("variants", []):
+        cal = b["calibration"]
+        s = b["standard"]
+        how = ("the literature's prompt (task file 'standard:'"
+               + (f"; {s['source']}" if s.get("source") else "") + ")") if s.get("literature") \
+            else "no literature prompt shipped: the task file's first prompt"
+        if s.get("note") and s.get("literature"):
+            how += f"; {s['note']}"
+        cells.append(["standard", cal, s.get("name") or "-", _pct(s.get("accuracy")),
+                      _pct(s.get("macro_f1")), how])
+        sel = b["selected"]
+        if sel.get("name") is None:
+            how = f"none: {sel.get('reason')}"
+        elif sel["on"] == "dev":
+            how = f"best on dev ({_pct(sel['selection_accuracy'])} on {sel['selection_n']} examples)"
+        else:
+            how = (f"best mean held-out accuracy, {sel['folds']}-fold cross-validation on train + dev "
+                   f"({_pct(sel['selection_accuracy'])}, {sel['selection_n']} examples)")
+        if sel.get("note"):
+            how += f"; {sel['note']}"
+        cells.append([sel["label"], cal, sel.get("name") or "-", _pct(sel.get("accuracy")),
+                      _pct(sel.get("macro_f1")), how + "; ties: the task file's order"])
+        sp = b.get("spread")
+        if sp:
+            a, f = sp["accuracy"], sp.get("macro_f1")
+            cells.append(["human prompts: mean ± std [min–max]", cal, f"{a['n']} prompts",
+                          f"{_pct(a['mean'])} ± {_pct(a['std'])} [{_pct(a['min'])}–{_pct(a['max'])}]",
+                          f"{_pct(f['mean'])} ± {_pct(f['std'])}" if f else "-",
+                          "every human prompt of the task that was scored"])
+        o = b.get("oracle")
+        if o:
+            cells.append([o["label"], cal, o["name"], _pct(o["accuracy"]), _pct(o.get("macro_f1")),
+                          f"best on the {comp.split} split itself: not available to a user"])
     return header, cells
 
 
 def summary_lines(comp: Comparison) -> list[str]:
     """A few plain sentences of numbers under the table."""
+    ref = comp.reference
+    against = f"p vs {reference_label(comp)}"
+    if ref and ref.get("calibration", "none") != "none":
+        against += f" (calibration {ref['calibration']})"
+    tests = ""
+    if ref:
+        tests += (f"; {against}: McNemar exact test on the same examples against the human prompt "
+                  "a user would pick without test labels")
+    if comp.best_human:
+        tests += (f"; p vs oracle: the same test against the best human prompt on {comp.split} "
+                  f"({comp.best_human}), which is chosen on the labels it is scored on")
     lines = [f"task {comp.task}, model {comp.model}, split {comp.split}, n={comp.n} examples; "
-             f"intervals: percentile bootstrap ({comp.settings.get('resamples')} resamples); "
-             "p: McNemar exact test against the best human prompt on the same examples."]
+             f"intervals: percentile bootstrap ({comp.settings.get('resamples')} resamples){tests}."]
     hs = comp.human_spread
     if hs:
         a = hs["accuracy"]
         lines.append(f"human prompts ({a['n']}): accuracy min {_pct(a['min'])}, max {_pct(a['max'])}, "
                      f"mean {_pct(a['mean'])}, std {_pct(a['std'])} points, range {_pct(a['range'])} "
-                     f"points; best human prompt: {comp.best_human}.")
+                     f"points; oracle (selected on {comp.split}): {comp.best_human}.")
+    for b in (comp.baselines or {}).get("variants", []):
+        s = b["standard"]
+        if s.get("note") and not s.get("literature"):
+            lines.append(f"standard baseline ({b['calibration']}): {s['note']} ({s.get('name')}).")
     for r in sorted_rows(comp):
-        if r["kind"] == "human" or not r.get("vs_best_human") or "skipped" in r["vs_best_human"]:
+        t = r.get("vs_selected")
+        if r["kind"] == "human" or not t or "skipped" in t:
             continue
-        t = r["vs_best_human"]
-        lines.append(f"{r['name']}: {_delta(t)} points vs {comp.best_human} "
+        lines.append(f"{r['name']}: {_delta(t)} points {against} "
                      f"(McNemar p={t['p_exact']:.3g}, paired bootstrap 95% CI "
                      f"[{100 * t['delta_ci'][0]:+.1f}, {100 * t['delta_ci'][1]:+.1f}], "
                      f"{t['only_a']} examples only it gets right, {t['only_b']} only the human prompt).")
@@ -114,24 +181,37 @@ def summary_lines(comp: Comparison) -> list[str]:
 def print_table(comp: Comparison, console=None) -> None:
     """A compact terminal table (the full one is in the HTML/Markdown reports)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     metric = "P@1" if comp.retrieval else "acc"
     table = Table(title=f"{comp.task} · {comp.model} · {comp.split} (n={comp.n})")
-    for i, h in enumerate(["prompt", "kind", f"{metric} % [95% CI]", "F1 %", "Δ best human",
-                           "p", "sim", "ppl", "tok"]):
-        table.add_column(h, overflow="fold", justify="left" if i < 2 else "right",
+    ref = comp.reference
+    label = ref["label"] if ref else "selected"
+    for i, h in enumerate(["prompt", "kind", f"{metric} % [95% CI]", "F1 %", f"Δ {label}",
+                           f"p vs {reference_label(comp)}", "p vs oracle", "sim", "ppl", "tok"]):
+        table.add_column(escape(h), overflow="fold", justify="left" if i < 2 else "right",
                          ratio=4 if i == 0 else None)
     for r in sorted_rows(comp):
         sim = r.get("similarity") or {}
-        table.add_row(describe(r, comp), r["kind"], f"{_pct(r['accuracy'])} {_ci(r['accuracy_ci'])}",
-                      _pct(r.get("macro_f1")), _delta(r.get("vs_best_human")),
-                      _p(r.get("vs_best_human")), _num(sim.get("max"), ".2f") if sim else "-",
+        # cells are text, not rich markup ("[label words: ...]", "[min–max]" would vanish)
+        table.add_row(escape(describe(r, comp)), r["kind"], f"{_pct(r['accuracy'])} {_ci(r['accuracy_ci'])}",
+                      _pct(r.get("macro_f1")), _delta(r.get("vs_selected")),
+                      _p(r.get("vs_selected")), _p(r.get("vs_oracle")),
+                      _num(sim.get("max"), ".2f") if sim else "-",
                       _num(r.get("perplexity"), ".0f"), str(r["length_tokens"]))
     console.print(table)
+    header, cells = baseline_rows(comp)
+    if cells:
+        base = Table(title=f"human baselines ({comp.split} scores)")
+        for i, h in enumerate(header):
+            base.add_column(escape(h), overflow="fold", justify="right" if i in (3, 4) else "left")
+        for row in cells:
+            base.add_row(*(escape(c) for c in row))
+        console.print(base)
     for line in summary_lines(comp):
-        console.print(line, highlight=False)
+        console.print(escape(line), highlight=False)
 
 
 # --- plots ------------------------------------------------------------------------------
@@ -254,7 +334,14 @@ def render_html(comp: Comparison, plots: dict[str, bytes]) -> str:
            "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
     for kind, row in zip(kinds, cells):
         out.append(f"<tr class='{e(kind)}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-    out.append("</table><ul>")
+    out.append("</table>")
+    bheader, bcells = baseline_rows(comp)
+    if bcells:
+        out.append("<h2>Human baselines</h2><table><tr>"
+                   + "".join(f"<th>{e(h)}</th>" for h in bheader) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in bcells]
+        out.append("</table>")
+    out.append("<ul>")
     out += [f"<li>{e(line)}</li>" for line in summary_lines(comp)]
     out.append("</ul>")
     for name, png in plots.items():
@@ -273,8 +360,13 @@ def render_markdown(comp: Comparison, plot_files: dict[str, str]) -> str:
     header, cells = table_rows(comp)
     out = [f"# Prompt comparison: {comp.task}", "",
            f"model `{comp.model}`, split `{comp.split}`, n = {comp.n} examples", "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+           "| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in cells]
+    bheader, bcells = baseline_rows(comp)
+    if bcells:
+        out += ["", "## Human baselines", "", "| " + " | ".join(bheader) + " |",
+                "|" + "---|" * len(bheader)]
+        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in bcells]
     out += [""] + [f"- {line}" for line in summary_lines(comp)] + [""]
     for name, file in plot_files.items():
         out += [f"## {name}", "", CAPTIONS[name], "", f"![{name}]({file})", ""]

@@ -24,7 +24,7 @@ TASKS_DIR = shipped_dir() / "tasks"
 SPLITS = ("train", "dev", "test")
 TASK_KEYS = (
     "name", "description", "data", "fields", "label_field", "labels", "verbalizer",
-    "prompts", "prompt_files", "label_space", "candidate_vocab", "kind",
+    "prompts", "prompt_files", "label_space", "candidate_vocab", "kind", "standard",
 )
 DATA_KEYS = ("train", "dev", "test", "seed", "seeds", "builtin", "hub", "hub_config", "splits", "columns",
              "aliases")
@@ -52,6 +52,7 @@ class Task:
     label_field: str = "label"
     description: str = ""
     prompts: list[HumanPrompt] = field(default_factory=list)
+    standard: str | None = None  # name of the literature's standard prompt among ``prompts``
     candidate_vocab: str | None = None
     source: str = "<memory>"
     data_root: Path = field(default_factory=default_data_root)
@@ -98,6 +99,7 @@ class Task:
             name=str(raw["name"]), fields=list(fields), labels=labels, verbalizer=verbalizer,
             data=data, label_field=str(raw.get("label_field", "label")),
             description=str(raw.get("description", "")), prompts=prompts,
+            standard=_parse_standard(raw.get("standard"), prompts, source),
             candidate_vocab=raw.get("candidate_vocab"), source=source, data_root=root,
             seed=seed, base_dir=base or Path("."),
         )
@@ -180,6 +182,17 @@ class Task:
         return rows_to_examples(rows, fields=self.fields, label_field=self.label_field,
                                 labels=self.labels, source=source)
 
+    def standard_index(self) -> tuple[int, bool] | None:
+        """(index in ``prompts`` of the literature's standard prompt, True), or (0, False) --
+        the first prompt -- when the task file names none (``standard:``); None without prompts."""
+        if not self.prompts:
+            return None
+        if self.standard is not None:
+            for i, p in enumerate(self.prompts):
+                if p.name == self.standard:
+                    return i, True
+        return 0, False
+
     def prompt(self, name_or_template: str) -> HumanPrompt:
         for p in self.prompts:
             if name_or_template in (p.name, p.template):
@@ -223,6 +236,20 @@ def _parse_verbalizer(raw: Any, labels: list[str] | None, source: str) -> dict[s
             raise UserError(f"{source}: an open-vocabulary task has no verbalizer")
         return {}
     return Verbalizer.parse(raw, labels, source).to_dict()
+
+
+def _parse_standard(raw: Any, prompts: list[HumanPrompt], source: str) -> str | None:
+    """The ``standard:`` key: the name of one of the task's prompts (checked when the task has
+    prompts; prompts read from files that are not there yet leave it unchecked)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise UserError(f"{source}: 'standard' is the name of one of the task's prompts")
+    names = [p.name for p in prompts if p.name]
+    if prompts and raw not in names:
+        raise UserError(f"{source}: standard '{raw}' names no prompt of the task"
+                        f"{did_you_mean(raw, names)}; prompt names: {', '.join(dict.fromkeys(names))}")
+    return raw
 
 
 def _parse_prompt(raw: Any, labels: list[str] | None, source: str) -> HumanPrompt:

@@ -52,13 +52,18 @@ def compare(
     batch_size: BatchOpt = 32,
     calibration: CalibrationOpt = None,
     premise: PremiseOpt = None,
+    select_on: Annotated[str, typer.Option("--select-on", help="How the human baseline a user would pick is chosen, without test labels: dev (best on the dev split) or cv (k-fold cross-validation on train + dev, for a tiny dev split). Found prompts are tested against it.")] = "dev",
+    folds: Annotated[Optional[int], typer.Option("--folds", help="Folds of --select-on cv (default 4; drawn with --seed).")] = None,
 ) -> None:
     """Compare found prompts with the task's human prompts on the same examples.
 
     Per prompt: accuracy and macro-F1 with bootstrap 95% intervals, a paired McNemar
-    test against the best human prompt, similarity to the human prompts, the model's
-    perplexity of the prompt text and its length in tokens; plus the spread across
-    human prompts. Writes compare.json, report.html (self-contained) and report.md.
+    test against the human prompt a user would pick (best on dev, or --select-on cv) and
+    against the oracle (the best human prompt on the compared split), similarity to the
+    human prompts, the model's perplexity of the prompt text and its length in tokens; plus
+    the human baselines: the literature's standard prompt, the selected one, mean/std/range
+    of the human prompts and the oracle, without and with --calibration. Writes
+    compare.json, report.html (self-contained) and report.md.
     Found prompts keep their stored calibration; --calibration (default: the mode the found
     prompts share) calibrates the human and typed prompts.
 
@@ -67,12 +72,16 @@ def compare(
       autoprompt-search compare runs/sst2-a runs/sst2-b --task sst-2 --split test --limit 500
 
       autoprompt-search compare --task sst-2 --human --prompt "{sentence} Verdict: [P]" --out cmp
+
+      autoprompt-search compare runs/trec --select-on cv --folds 4 --calibration content-free
     """
+    from ...analysis.baselines import parse_selection
     from ...analysis.compare import collect_prompts, compare_prompts
     from ...analysis.report import print_table, write_reports
 
     calibration = _calibration(calibration, premise)
     scoring = _scoring(scoring)
+    parse_selection(select_on, folds)  # a bad choice is one error line, before the model loads
     task_obj, entries = collect_prompts(task, runs or [], human, prompt or [], data_root=data_root,
                                         split_seed=split_seed,
                                         verbalizer=_parse_label_words(label_words))
@@ -83,7 +92,8 @@ def compare(
                            limit_seed=limit_seed, scoring=scoring,
                            batch_size=batch_size, dtype=dtype, device=device, resamples=resamples, seed=seed,
                            similarity=similarity, cache_dir=cache_dir,
-                           calibration=calibration, premise=premise)
+                           calibration=calibration, premise=premise, select_on=select_on,
+                           folds=folds)
     print_table(comp, console)
     paths = write_reports(comp, out)
     console.print(f"wrote {paths['json']}, {paths['html']} and {paths['markdown']}")
